@@ -1,0 +1,241 @@
+//! The command line (DESIGN §8): argument types and the dispatch from each
+//! subcommand to the library. Every flag also reads from an environment variable
+//! where that makes sense for operators.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::csv_import::{self, CsvImport, LabelLayout};
+use crate::data::synth::{self, SynthConfig};
+use crate::data::{describe, format, Split};
+use crate::eval::{self, EvalOptions};
+use crate::model::device::{self, DeviceChoice};
+use crate::model::Predictor;
+use crate::train::{self, TrainConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "triaged", version, about = "Decides, case by case, whether a model's answer can be used or the case needs human reviewers.")]
+pub struct Cli {
+    /// CPU threads for candle's kernels (1 is fastest for small models on 2 cores).
+    #[arg(long, global = true, default_value_t = 1, env = "TRIAGED_THREADS")]
+    pub threads: usize,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TRIAGED_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, generate and inspect data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train a model bundle on a data set.
+    Train(TrainArgs),
+    /// Evaluate a model bundle on a split of a data set.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Generate the synthetic DUP-vs-UVC data set (DESIGN §6b).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        config: SynthConfig,
+    },
+    /// Import a CSV of features and human labels.
+    ImportCsv(ImportCsvArgs),
+    /// Summarise a data set: size, classes, labels per case, disagreement.
+    Describe {
+        /// The dataset file.
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("labels").required(true).args(["counts", "annotators", "label_column"]))]
+pub struct ImportCsvArgs {
+    #[arg(long)]
+    pub csv: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// One count column per class, comma-separated, in class order.
+    #[arg(long, value_delimiter = ',')]
+    pub counts: Option<Vec<String>>,
+    /// One column per annotator holding a class index or name, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub annotators: Option<Vec<String>>,
+    /// One row per annotation: the column holding the label (needs --case-column).
+    #[arg(long, requires = "case_column")]
+    pub label_column: Option<String>,
+    /// One row per annotation: the column holding the case id.
+    #[arg(long, requires = "label_column")]
+    pub case_column: Option<String>,
+    /// Feature columns in order (default: every column not used otherwise).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+    /// Column with the reference label (index or class name; empty = none).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Column with train|calibration|test.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Class names, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset file (safetensors).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Bundle folder `models/<name>/<version>/`.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, env = "TRIAGED_DEVICE")]
+    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub config: TrainConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Bundle folder `models/<name>/<version>/`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split to evaluate (default: all cases).
+    #[arg(long, value_enum)]
+    pub split: Option<Split>,
+    /// Class groups for a coarse disagreement event: groups separated by `/`,
+    /// classes in a group by `,`. Adds the ROC-AUC for labels that fall into more
+    /// than one group, e.g. benign vs malignant ratings: `--class-groups 0,1,2/3,4`.
+    #[arg(long)]
+    pub class_groups: Option<String>,
+    /// Report folder (report.json, predictions.csv, report.html, plots).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, env = "TRIAGED_DEVICE")]
+    pub device: DeviceChoice,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Synth { out, seed, config }) => {
+            let data = synth::generate(&config, seed)?;
+            format::save(&data, &out)?;
+            println!("wrote {} ({} cases, seed {seed})", out.display(), data.len());
+            Ok(())
+        }
+        Command::Data(DataCommand::ImportCsv(args)) => import_csv(args),
+        Command::Data(DataCommand::Describe { file, json }) => {
+            let summary = describe::describe(&format::load(&file)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Train(args) => run_train(args),
+        Command::Eval(args) => run_eval(args),
+    }
+}
+
+fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {
+    let labels = match (args.counts, args.annotators, args.case_column, args.label_column) {
+        (Some(c), _, _, _) => LabelLayout::Counts(c),
+        (_, Some(a), _, _) => LabelLayout::Annotators(a),
+        (_, _, Some(case), Some(label)) => LabelLayout::Long { case, label },
+        _ => anyhow::bail!("give --counts, --annotators, or --case-column with --label-column"),
+    };
+    let data = csv_import::import_csv(&CsvImport {
+        csv: args.csv,
+        labels,
+        features: args.features,
+        reference: args.reference,
+        split: args.split,
+        classes: args.classes,
+    })?;
+    format::save(&data, &args.out)?;
+    println!(
+        "wrote {} ({} cases, {} classes, {} features)",
+        args.out.display(),
+        data.len(),
+        data.num_classes(),
+        data.inputs().case_len()
+    );
+    Ok(())
+}
+
+fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let device = device::select(args.device)?;
+    let data = format::load(&args.data)?;
+    let outcome = train::train(&data, &args.data, &args.out, &args.config, &device, true)?;
+    let m = &outcome.manifest;
+    println!(
+        "wrote bundle {} ({} v{}): {} epochs, best {}, temperature {:.3}",
+        args.out.display(),
+        m.name,
+        m.version,
+        outcome.epochs_run,
+        outcome.best_epoch,
+        m.temperature
+    );
+    for (split, metrics) in &m.metrics {
+        println!("  {split}: {metrics}");
+    }
+    Ok(())
+}
+
+fn parse_groups(raw: Option<&str>) -> anyhow::Result<Option<Vec<Vec<usize>>>> {
+    let Some(raw) = raw else { return Ok(None) };
+    let groups = raw
+        .split('/')
+        .map(|g| {
+            g.split(',')
+                .map(|c| {
+                    c.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("--class-groups: '{c}' is not a class index"))
+                })
+                .collect::<anyhow::Result<Vec<usize>>>()
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(groups.len() >= 2, "--class-groups needs at least two groups separated by '/'");
+    Ok(Some(groups))
+}
+
+fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let device = device::select(args.device)?;
+    let predictor = Predictor::load(&args.model, &device)?;
+    let data = format::load(&args.data)?;
+    let opts = EvalOptions {
+        split: args.split,
+        class_groups: parse_groups(args.class_groups.as_deref())?,
+    };
+    let evaluation = eval::evaluate(&predictor, &data, &opts)?;
+    eval::report::write_all(&evaluation, &args.out)?;
+    print!("{}", eval::report::summary_table(&evaluation.report));
+    println!("report: {}", args.out.join(eval::report::REPORT_HTML).display());
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! The model bundle on disk (DESIGN §3): `models/<name>/<version>/` holding
+//! `model.json` (the [`Manifest`]) and `model.safetensors` (the weights), later
+//! `policy.json`. Loading validates every field and names the file and field that
+//! is wrong.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use super::preprocess::Standardizer;
+
+pub const MANIFEST_FILE: &str = "model.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Bumped when `model.json` changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An output head of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    Class,
+    Disagreement,
+    HumanError,
+}
+
+/// Network shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// `mlp` (feature vectors).
+    pub kind: String,
+    /// Widths of the shared hidden layers (ReLU).
+    pub hidden: Vec<usize>,
+    /// Dropout after each hidden layer, in training only.
+    pub dropout: f32,
+    /// Members of the seed ensemble; outputs are averaged.
+    pub ensemble: usize,
+}
+
+/// The model's input, the same shape as the API's `input` object (DESIGN §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum InputSchema {
+    Features {
+        features: Vec<String>,
+    },
+    Image {
+        height: usize,
+        width: usize,
+        channels: usize,
+    },
+}
+
+/// Where the weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub data_file: String,
+    pub data_sha256: String,
+    pub data_source: String,
+    /// How the train/calibration/test split was obtained.
+    pub split: String,
+    pub n_train: usize,
+    pub n_calibration: usize,
+    pub seed: u64,
+    /// Training hyper-parameters as given.
+    pub config: serde_json::Value,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_calibration_loss: f64,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub triaged_version: String,
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub version: String,
+    pub architecture: Architecture,
+    pub input: InputSchema,
+    pub preprocessing: Standardizer,
+    pub classes: Vec<String>,
+    pub heads: Vec<Head>,
+    /// Divides the class logits (fitted on the calibration split).
+    pub temperature: f64,
+    pub training: Provenance,
+    /// Evaluation summaries by split name (`calibration`, `test`).
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Manifest {
+    pub fn input_dim(&self) -> usize {
+        match &self.input {
+            InputSchema::Features { features } => features.len(),
+            InputSchema::Image {
+                height,
+                width,
+                channels,
+            } => height * width * channels,
+        }
+    }
+
+    /// Checks the invariants the network and the server rely on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version is {}, this build reads {FORMAT_VERSION}",
+                self.format_version
+            ));
+        }
+        if self.classes.len() < 2 {
+            return Err("classes: at least 2 are needed".into());
+        }
+        for head in [Head::Class, Head::Disagreement] {
+            if !self.heads.contains(&head) {
+                return Err(format!("heads: '{head:?}' is required"));
+            }
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!("temperature: {} is not positive", self.temperature));
+        }
+        if self.architecture.kind != "mlp" {
+            return Err(format!(
+                "architecture.kind: '{}' is not supported (expected 'mlp')",
+                self.architecture.kind
+            ));
+        }
+        if self.architecture.ensemble == 0 {
+            return Err("architecture.ensemble: must be at least 1".into());
+        }
+        if self.architecture.hidden.contains(&0) {
+            return Err("architecture.hidden: widths must be positive".into());
+        }
+        match &self.input {
+            InputSchema::Features { features } => {
+                if features.is_empty() {
+                    return Err("input.features: empty".into());
+                }
+                self.preprocessing.validate(features.len())?;
+            }
+            InputSchema::Image { .. } => {
+                return Err("input.kind 'image' needs an image architecture, not 'mlp'".into())
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `…/<name>/<version>/` into name and version.
+pub fn name_and_version(dir: &Path) -> anyhow::Result<(String, String)> {
+    let version = dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("{}: a bundle path ends in <name>/<version>", dir.display()))?;
+    let name = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("{}: a bundle path ends in <name>/<version>", dir.display()))?;
+    Ok((name.to_string(), version.to_string()))
+}
+
+/// Reads and validates `dir/model.json`.
+pub fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if let Err(e) = manifest.validate() {
+        bail!("{}: {e}", path.display());
+    }
+    Ok(manifest)
+}
+
+/// Writes `model.safetensors` and `model.json` into `dir`, each through a
+/// temporary file and a rename, so a reader never sees half a file. Weights go
+/// first: a reader that sees the new manifest also sees its weights.
+pub fn write_bundle(dir: &Path, manifest: &Manifest, weights: &candle_nn::VarMap) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(WEIGHTS_FILE);
+    let tmp = path.with_extension("tmp");
+    weights
+        .save(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    write_manifest(dir, manifest)
+}
+
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(manifest)?;
+    write_atomic(&dir.join(MANIFEST_FILE), &json)
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}

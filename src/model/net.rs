@@ -1,0 +1,124 @@
+//! The network: an ensemble of MLP members, each a shared body with a `class`
+//! head (softmax over K), a `disagreement` head (sigmoid, predicts `D`) and an
+//! optional `human_error` head (sigmoid, predicts `H`). One definition, built from a
+//! `VarBuilder`, serves both training (over a `VarMap`) and serving (over the
+//! bundle's safetensors).
+
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{linear, Linear, VarBuilder};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::bundle::{Architecture, Head};
+
+/// Raw head outputs of one member for a batch.
+pub struct MemberOutputs {
+    /// `[B, K]` class logits (before temperature).
+    pub class_logits: Tensor,
+    /// `[B]` disagreement logits.
+    pub disagreement_logit: Tensor,
+    /// `[B]` human-error logits, when the head exists.
+    pub human_error_logit: Option<Tensor>,
+}
+
+struct Member {
+    body: Vec<Linear>,
+    class_head: Linear,
+    disagreement_head: Linear,
+    human_error_head: Option<Linear>,
+}
+
+/// Seeded dropout masks, so training is reproducible bit for bit (candle's own
+/// dropout draws from an unseeded generator).
+pub struct Dropout {
+    pub p: f32,
+    pub rng: ChaCha8Rng,
+}
+
+impl Dropout {
+    fn apply(&mut self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        let keep = 1.0 - self.p;
+        let scale = 1.0 / keep;
+        let mask: Vec<f32> = (0..xs.elem_count())
+            .map(|_| if self.rng.gen::<f32>() < keep { scale } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?;
+        xs.mul(&mask)
+    }
+}
+
+/// The ensemble. Parameter names: `member{i}.body{l}.{weight,bias}`,
+/// `member{i}.class.*`, `member{i}.disagreement.*`, `member{i}.human_error.*`.
+pub struct TriageNet {
+    members: Vec<Member>,
+}
+
+impl TriageNet {
+    pub fn new(
+        arch: &Architecture,
+        input_dim: usize,
+        num_classes: usize,
+        heads: &[Head],
+        vb: VarBuilder,
+    ) -> candle_core::Result<TriageNet> {
+        let mut members = Vec::with_capacity(arch.ensemble);
+        for m in 0..arch.ensemble {
+            let vb = vb.pp(format!("member{m}"));
+            let mut body = Vec::with_capacity(arch.hidden.len());
+            let mut width = input_dim;
+            for (l, &h) in arch.hidden.iter().enumerate() {
+                body.push(linear(width, h, vb.pp(format!("body{l}")))?);
+                width = h;
+            }
+            members.push(Member {
+                body,
+                class_head: linear(width, num_classes, vb.pp("class"))?,
+                disagreement_head: linear(width, 1, vb.pp("disagreement"))?,
+                human_error_head: if heads.contains(&Head::HumanError) {
+                    Some(linear(width, 1, vb.pp("human_error"))?)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(TriageNet { members })
+    }
+
+    pub fn ensemble_size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Forward pass of every member on `x` (`[B, D]`, already preprocessed).
+    /// `dropout` is `Some` only in training.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mut dropout: Option<&mut Dropout>,
+    ) -> candle_core::Result<Vec<MemberOutputs>> {
+        let x = x.to_dtype(DType::F32)?;
+        self.members
+            .iter()
+            .map(|m| {
+                let mut h = x.clone();
+                for layer in &m.body {
+                    h = layer.forward(&h)?.relu()?;
+                    if let Some(d) = dropout.as_deref_mut() {
+                        h = d.apply(&h)?;
+                    }
+                }
+                Ok(MemberOutputs {
+                    class_logits: m.class_head.forward(&h)?,
+                    disagreement_logit: m.disagreement_head.forward(&h)?.squeeze(1)?,
+                    human_error_logit: m
+                        .human_error_head
+                        .as_ref()
+                        .map(|head| head.forward(&h)?.squeeze(1))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,239 @@
+//! A loaded model ready to answer: preprocessing + network + temperature. Used by
+//! `eval`, by training's calibration step, and by the server's inference thread.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::bundle::{self, Head, Manifest, WEIGHTS_FILE};
+use super::net::TriageNet;
+
+/// What the model says about one case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Calibrated class probabilities (sum to 1).
+    pub probabilities: Vec<f32>,
+    /// Predicted pairwise disagreement `D̂` (the DUP score), in [0, 1].
+    pub disagreement: f32,
+    /// Predicted error of one reviewer `ĥ`, when the bundle has that head.
+    pub human_error: Option<f32>,
+}
+
+impl Prediction {
+    /// The predicted class (first of the most probable).
+    pub fn class(&self) -> usize {
+        argmax(&self.probabilities)
+    }
+
+    /// Uncertainty via classification: `1 − Σ p²`.
+    pub fn uvc(&self) -> f32 {
+        1.0 - self.probabilities.iter().map(|p| p * p).sum::<f32>()
+    }
+
+    /// Shannon entropy of the class probabilities, in nats.
+    pub fn entropy(&self) -> f32 {
+        -self
+            .probabilities
+            .iter()
+            .filter(|&&p| p > 0.0)
+            .map(|p| p * p.ln())
+            .sum::<f32>()
+    }
+
+    /// Estimated algorithm error `â = 1 − max p`.
+    pub fn algorithm_error(&self) -> f32 {
+        1.0 - self.probabilities[self.class()]
+    }
+
+    /// Estimated error of one human reviewer `ĥ`: the direct head when present,
+    /// else `D̂` (the chance that a reviewer disagrees with another, i.e. with a
+    /// reference drawn from the same human distribution).
+    pub fn estimated_human_error(&self) -> f32 {
+        self.human_error.unwrap_or(self.disagreement)
+    }
+}
+
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Uncalibrated outputs for a batch, kept so the temperature can be refitted
+/// without running the network again.
+pub struct RawOutputs {
+    /// Per member, `[B·K]` class logits.
+    pub member_logits: Vec<Vec<f32>>,
+    /// `[B]` ensemble mean of the disagreement sigmoid.
+    pub disagreement: Vec<f32>,
+    pub human_error: Option<Vec<f32>>,
+    pub num_classes: usize,
+}
+
+impl RawOutputs {
+    pub fn len(&self) -> usize {
+        self.disagreement.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.disagreement.is_empty()
+    }
+
+    /// Class probabilities of case `i` at `temperature`: each member's softmax of
+    /// `logits / T`, averaged over the ensemble.
+    pub fn probabilities(&self, i: usize, temperature: f64) -> Vec<f32> {
+        let k = self.num_classes;
+        let mut out = vec![0.0f64; k];
+        for logits in &self.member_logits {
+            let row = &logits[i * k..(i + 1) * k];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f64> = row
+                .iter()
+                .map(|&z| (f64::from(z - max) / temperature).exp())
+                .collect();
+            let sum: f64 = exps.iter().sum();
+            for (o, e) in out.iter_mut().zip(&exps) {
+                *o += e / sum;
+            }
+        }
+        let m = self.member_logits.len() as f64;
+        out.iter().map(|v| (v / m) as f32).collect()
+    }
+
+    pub fn predictions(&self, temperature: f64) -> Vec<Prediction> {
+        (0..self.len())
+            .map(|i| Prediction {
+                probabilities: self.probabilities(i, temperature),
+                disagreement: self.disagreement[i],
+                human_error: self.human_error.as_ref().map(|h| h[i]),
+            })
+            .collect()
+    }
+}
+
+pub struct Predictor {
+    manifest: Manifest,
+    net: TriageNet,
+    device: Device,
+    dir: PathBuf,
+}
+
+impl Predictor {
+    /// Loads and validates the bundle in `dir`.
+    pub fn load(dir: &Path, device: &Device) -> anyhow::Result<Predictor> {
+        let manifest = bundle::read_manifest(dir)?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights_path)
+            .with_context(|| format!("reading {}", weights_path.display()))?;
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
+            .with_context(|| format!("{}: not a safetensors file", weights_path.display()))?;
+        let net = TriageNet::new(
+            &manifest.architecture,
+            manifest.input_dim(),
+            manifest.classes.len(),
+            &manifest.heads,
+            vb,
+        )
+        .with_context(|| {
+            format!(
+                "{}: weights do not match the architecture in model.json",
+                weights_path.display()
+            )
+        })?;
+        Ok(Predictor {
+            manifest,
+            net,
+            device: device.clone(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Wraps a network that is already built (training builds it over a `VarMap`).
+    pub fn from_parts(manifest: Manifest, net: TriageNet, device: Device, dir: PathBuf) -> Self {
+        Predictor {
+            manifest,
+            net,
+            device,
+            dir,
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn set_temperature(&mut self, t: f64) {
+        self.manifest.temperature = t;
+    }
+
+    /// Runs the network on raw (un-preprocessed) feature rows, `input_dim` values
+    /// per case, concatenated.
+    pub fn raw_outputs(&self, rows: &[f32]) -> anyhow::Result<RawOutputs> {
+        let dim = self.manifest.input_dim();
+        anyhow::ensure!(
+            dim > 0 && rows.len() % dim == 0,
+            "{} values are not whole rows of {dim} features",
+            rows.len()
+        );
+        let b = rows.len() / dim;
+        let k = self.manifest.classes.len();
+        if b == 0 {
+            return Ok(RawOutputs {
+                member_logits: vec![Vec::new(); self.net.ensemble_size()],
+                disagreement: Vec::new(),
+                human_error: self.has_head(Head::HumanError).then(Vec::new),
+                num_classes: k,
+            });
+        }
+        let mut x = rows.to_vec();
+        for row in x.chunks_exact_mut(dim) {
+            self.manifest.preprocessing.apply(row);
+        }
+        let x = Tensor::from_vec(x, (b, dim), &self.device)?;
+        let outputs = self.net.forward(&x, None)?;
+        let m = outputs.len() as f32;
+        let mut disagreement = vec![0.0f32; b];
+        let mut human_error = self.has_head(Head::HumanError).then(|| vec![0.0f32; b]);
+        let mut member_logits = Vec::with_capacity(outputs.len());
+        for out in outputs {
+            member_logits.push(out.class_logits.flatten_all()?.to_vec1::<f32>()?);
+            let d = candle_nn::ops::sigmoid(&out.disagreement_logit)?.to_vec1::<f32>()?;
+            for (acc, v) in disagreement.iter_mut().zip(d) {
+                *acc += v / m;
+            }
+            if let (Some(acc), Some(logit)) = (human_error.as_mut(), out.human_error_logit) {
+                let h = candle_nn::ops::sigmoid(&logit)?.to_vec1::<f32>()?;
+                for (a, v) in acc.iter_mut().zip(h) {
+                    *a += v / m;
+                }
+            }
+        }
+        Ok(RawOutputs {
+            member_logits,
+            disagreement,
+            human_error,
+            num_classes: k,
+        })
+    }
+
+    /// Calibrated predictions for raw feature rows.
+    pub fn predict(&self, rows: &[f32]) -> anyhow::Result<Vec<Prediction>> {
+        Ok(self
+            .raw_outputs(rows)?
+            .predictions(self.manifest.temperature))
+    }
+
+    fn has_head(&self, head: Head) -> bool {
+        self.manifest.heads.contains(&head)
+    }
+}

@@ -1,0 +1,444 @@
+//! `triaged train`: fits an ensemble MLP with a class head and a direct
+//! disagreement head (plus a human-error head when references exist) with AdamW,
+//! early-stops and fits the temperature on the calibration split, and writes a
+//! bundle that records where its data came from and how it evaluates.
+
+pub mod loss;
+pub mod temperature;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::data::targets::{human_error, pairwise_disagreement, soft_label};
+use crate::data::{Dataset, Split};
+use crate::eval::{self, EvalOptions};
+use crate::model::bundle::{self, Provenance, FORMAT_VERSION};
+use crate::model::net::{Dropout, TriageNet};
+use crate::model::preprocess::Standardizer;
+use crate::model::{Architecture, Head, InputSchema, Manifest, Predictor};
+
+/// Training hyper-parameters. Defaults are what the shipped LIDC model uses.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct TrainConfig {
+    /// Seed for initialisation, batch order, dropout and any generated split.
+    #[arg(long, default_value_t = 0, env = "TRIAGED_TRAIN_SEED")]
+    pub seed: u64,
+    /// Maximum epochs (early stopping on the calibration loss may end sooner).
+    #[arg(long, default_value_t = 300)]
+    pub epochs: usize,
+    /// Epochs without calibration improvement before stopping.
+    #[arg(long, default_value_t = 40)]
+    pub patience: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 1e-2)]
+    pub weight_decay: f64,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,64")]
+    pub hidden: Vec<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f32,
+    /// Ensemble members (independently initialised, outputs averaged).
+    #[arg(long, default_value_t = 5)]
+    pub ensemble: usize,
+    /// Weight of the disagreement (DUP) BCE relative to the class cross-entropy.
+    #[arg(long, default_value_t = 1.0)]
+    pub dup_weight: f64,
+    /// Weight of the human-error BCE (used when the data has references).
+    #[arg(long, default_value_t = 0.5)]
+    pub human_error_weight: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            epochs: 300,
+            patience: 40,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            weight_decay: 1e-2,
+            hidden: vec![64, 64],
+            dropout: 0.1,
+            ensemble: 5,
+            dup_weight: 1.0,
+            human_error_weight: 0.5,
+        }
+    }
+}
+
+/// What a training run produced.
+pub struct TrainOutcome {
+    pub manifest: Manifest,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+}
+
+/// Per-split training tensors.
+struct SplitTensors {
+    x: Tensor,
+    soft: Tensor,
+    d: Tensor,
+    d_mask: Tensor,
+    d_count: f64,
+    h: Tensor,
+    h_mask: Tensor,
+    h_count: f64,
+    n: usize,
+}
+
+/// Trains on `data` (read from `data_path`) and writes the bundle into `out`.
+pub fn train(
+    data: &Dataset,
+    data_path: &Path,
+    out: &Path,
+    cfg: &TrainConfig,
+    device: &Device,
+    show_progress: bool,
+) -> anyhow::Result<TrainOutcome> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339();
+    anyhow::ensure!(cfg.batch_size > 0, "--batch-size must be positive");
+    anyhow::ensure!(cfg.ensemble > 0, "--ensemble must be positive");
+    anyhow::ensure!(!cfg.hidden.is_empty() && !cfg.hidden.contains(&0), "--hidden needs positive widths");
+    anyhow::ensure!((0.0..1.0).contains(&cfg.dropout), "--dropout must be in [0, 1)");
+    let (name, version) = bundle::name_and_version(out)?;
+    let crate::data::Inputs::Features { dim, names, .. } = data.inputs() else {
+        anyhow::bail!("image data sets need the image model (not built yet); this trains feature MLPs");
+    };
+    let dim = *dim;
+    let k = data.num_classes();
+
+    let (data, split_note) = match data.splits() {
+        Some(_) => (data.clone(), "from the data set's split tensor".to_string()),
+        None => {
+            let generated = random_split(data.len(), cfg.seed);
+            tracing::warn!("the data set has no split: using a seeded 60/20/20 split (seed {})", cfg.seed);
+            (
+                data.clone().with_split(generated)?,
+                format!("generated 60/20/20 with seed {}", cfg.seed),
+            )
+        }
+    };
+    let train_idx = usable(&data, Split::Train)?;
+    let cal_idx = usable(&data, Split::Calibration)?;
+    anyhow::ensure!(train_idx.len() >= 2, "the train split has {} labelled cases; need at least 2", train_idx.len());
+    anyhow::ensure!(!cal_idx.is_empty(), "the calibration split has no labelled cases (needed for early stopping and temperature)");
+
+    let train_rows: Vec<&[f32]> = train_idx.iter().filter_map(|&i| data.features(i)).collect();
+    let standardizer = Standardizer::fit(&train_rows, dim);
+    let with_reference = train_idx.iter().any(|&i| data.reference(i).is_some());
+    let mut heads = vec![Head::Class, Head::Disagreement];
+    if with_reference && cfg.human_error_weight > 0.0 {
+        heads.push(Head::HumanError);
+    }
+    let arch = Architecture {
+        kind: "mlp".into(),
+        hidden: cfg.hidden.clone(),
+        dropout: cfg.dropout,
+        ensemble: cfg.ensemble,
+    };
+
+    let train_t = split_tensors(&data, &train_idx, &standardizer, device)?;
+    let cal_t = split_tensors(&data, &cal_idx, &standardizer, device)?;
+
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let net = TriageNet::new(&arch, dim, k, &heads, vb)?;
+    let mean_d = mean_target(&data, &train_idx, |c, _| pairwise_disagreement(c));
+    let mean_h = mean_target(&data, &train_idx, |c, r| human_error(c, r));
+    initialise(&varmap, cfg.seed, mean_d, mean_h)?;
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7472_6169_6e00);
+    let mut dropout = Dropout {
+        p: cfg.dropout,
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6472_6f70),
+    };
+
+    let bar = if show_progress {
+        ProgressBar::new(cfg.epochs as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} train [{bar:30}] epoch {pos}/{len} {msg} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut order: Vec<u32> = (0..train_t.n as u32).collect();
+    let mut best = (f64::INFINITY, 0usize);
+    let mut snapshot = snapshot_vars(&varmap)?;
+    let mut epochs_run = 0;
+    for epoch in 1..=cfg.epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        let mut epoch_loss = 0.0;
+        let mut batches = 0;
+        for chunk in order.chunks(cfg.batch_size) {
+            let idx = Tensor::new(chunk, device)?;
+            let batch = select(&train_t, &idx, chunk.len())?;
+            let loss = batch_loss(&net, &batch, cfg, Some(&mut dropout))?;
+            opt.backward_step(&loss)?;
+            epoch_loss += f64::from(loss.to_scalar::<f32>()?);
+            batches += 1;
+        }
+        let train_loss = epoch_loss / f64::from(batches.max(1)) / cfg.ensemble as f64;
+        let cal_loss = f64::from(batch_loss(&net, &cal_t, cfg, None)?.to_scalar::<f32>()?) / cfg.ensemble as f64;
+        anyhow::ensure!(train_loss.is_finite(), "training diverged at epoch {epoch} (loss {train_loss}); lower --learning-rate");
+        if cal_loss < best.0 - 1e-6 {
+            best = (cal_loss, epoch);
+            snapshot = snapshot_vars(&varmap)?;
+        }
+        bar.set_position(epoch as u64);
+        bar.set_message(format!("loss {train_loss:.4} cal {cal_loss:.4} best {:.4}@{}", best.0, best.1));
+        if epoch % 25 == 0 {
+            tracing::debug!(epoch, train_loss, cal_loss, "epoch");
+        }
+        if epoch - best.1 >= cfg.patience {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    restore_vars(&varmap, &snapshot)?;
+    tracing::info!(epochs_run, best_epoch = best.1, best_calibration_loss = best.0, "training finished");
+
+    let mut manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name,
+        version,
+        architecture: arch,
+        input: InputSchema::Features {
+            features: names.clone(),
+        },
+        preprocessing: standardizer,
+        classes: data.class_names().to_vec(),
+        heads,
+        temperature: 1.0,
+        training: Provenance {
+            data_file: data_path.display().to_string(),
+            data_sha256: sha256_file(data_path)?,
+            data_source: data.source().to_string(),
+            split: split_note,
+            n_train: train_idx.len(),
+            n_calibration: cal_idx.len(),
+            seed: cfg.seed,
+            config: serde_json::to_value(cfg)?,
+            epochs_run,
+            best_epoch: best.1,
+            best_calibration_loss: best.0,
+            started_at,
+            duration_seconds: 0.0,
+            triaged_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        metrics: serde_json::Map::new(),
+    };
+
+    // Temperature on the calibration split, then evaluation of the final model.
+    let mut predictor = Predictor::from_parts(manifest.clone(), net, device.clone(), out.to_path_buf());
+    let cal_rows: Vec<f32> = cal_idx.iter().filter_map(|&i| data.features(i)).flatten().copied().collect();
+    let cal_raw = predictor.raw_outputs(&cal_rows)?;
+    let cal_soft: Vec<Vec<f32>> = cal_idx.iter().filter_map(|&i| soft_label(data.counts(i))).collect();
+    manifest.temperature = temperature::fit(&cal_raw, &cal_soft);
+    predictor.set_temperature(manifest.temperature);
+    tracing::info!(temperature = manifest.temperature, "temperature fitted on the calibration split");
+    for split in [Split::Calibration, Split::Test] {
+        if data.indices(Some(split))?.is_empty() {
+            continue;
+        }
+        let ev = eval::evaluate(&predictor, &data, &EvalOptions { split: Some(split), class_groups: None })?;
+        manifest.metrics.insert(split.to_string(), metrics_summary(&ev.report));
+    }
+    manifest.training.duration_seconds = started.elapsed().as_secs_f64();
+    bundle::write_bundle(out, &manifest, &varmap)?;
+    Ok(TrainOutcome {
+        manifest,
+        epochs_run,
+        best_epoch: best.1,
+    })
+}
+
+/// The headline numbers stored in `model.json`.
+fn metrics_summary(r: &eval::Report) -> serde_json::Value {
+    serde_json::json!({
+        "n": r.n,
+        "accuracy_reference": r.classification.accuracy_reference,
+        "accuracy_majority": r.classification.accuracy_majority,
+        "nll": r.classification.nll,
+        "ece": r.classification.ece,
+        "dup_auc_any": r.disagreement.dup.auc_any,
+        "uvc_auc_any": r.disagreement.uvc.auc_any,
+        "dup_spearman": r.disagreement.dup.spearman,
+        "uvc_spearman": r.disagreement.uvc.spearman,
+    })
+}
+
+/// Cases of `split` with at least one label (a case nobody labelled teaches nothing).
+fn usable(data: &Dataset, split: Split) -> anyhow::Result<Vec<usize>> {
+    Ok(data
+        .indices(Some(split))?
+        .into_iter()
+        .filter(|&i| data.counts(i).iter().any(|&c| c > 0))
+        .collect())
+}
+
+fn random_split(n: usize, seed: u64) -> Vec<Split> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5350_4c49_54);
+    let mut split: Vec<Split> = (0..n)
+        .map(|i| match i * 10 / n.max(1) {
+            0..=5 => Split::Train,
+            6 | 7 => Split::Calibration,
+            _ => Split::Test,
+        })
+        .collect();
+    split.shuffle(&mut rng);
+    split
+}
+
+fn mean_target(data: &Dataset, idx: &[usize], f: impl Fn(&[u32], Option<usize>) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = idx.iter().filter_map(|&i| f(data.counts(i), data.reference(i))).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn split_tensors(data: &Dataset, idx: &[usize], st: &Standardizer, device: &Device) -> anyhow::Result<SplitTensors> {
+    let n = idx.len();
+    let k = data.num_classes();
+    let mut x = Vec::with_capacity(n * st.dim());
+    let mut soft = Vec::with_capacity(n * k);
+    let (mut d, mut d_mask, mut h, mut h_mask) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &i in idx {
+        let mut row = data.features(i).context("feature row")?.to_vec();
+        st.apply(&mut row);
+        x.extend(row);
+        soft.extend(soft_label(data.counts(i)).context("labelled case")?);
+        let di = pairwise_disagreement(data.counts(i));
+        d.push(di.unwrap_or(0.0) as f32);
+        d_mask.push(if di.is_some() { 1.0f32 } else { 0.0 });
+        let hi = human_error(data.counts(i), data.reference(i));
+        h.push(hi.unwrap_or(0.0) as f32);
+        h_mask.push(if hi.is_some() { 1.0f32 } else { 0.0 });
+    }
+    let d_count = d_mask.iter().map(|&v| f64::from(v)).sum();
+    let h_count = h_mask.iter().map(|&v| f64::from(v)).sum();
+    Ok(SplitTensors {
+        x: Tensor::from_vec(x, (n, st.dim()), device)?,
+        soft: Tensor::from_vec(soft, (n, k), device)?,
+        d: Tensor::from_vec(d, n, device)?,
+        d_mask: Tensor::from_vec(d_mask, n, device)?,
+        d_count,
+        h: Tensor::from_vec(h, n, device)?,
+        h_mask: Tensor::from_vec(h_mask, n, device)?,
+        h_count,
+        n,
+    })
+}
+
+fn select(t: &SplitTensors, idx: &Tensor, n: usize) -> candle_core::Result<SplitTensors> {
+    let d_mask = t.d_mask.index_select(idx, 0)?;
+    let h_mask = t.h_mask.index_select(idx, 0)?;
+    Ok(SplitTensors {
+        x: t.x.index_select(idx, 0)?,
+        soft: t.soft.index_select(idx, 0)?,
+        d: t.d.index_select(idx, 0)?,
+        d_count: f64::from(d_mask.sum_all()?.to_scalar::<f32>()?),
+        d_mask,
+        h: t.h.index_select(idx, 0)?,
+        h_count: f64::from(h_mask.sum_all()?.to_scalar::<f32>()?),
+        h_mask,
+        n,
+    })
+}
+
+/// Sum over ensemble members of `CE + w_d·BCE(D) + w_h·BCE(H)`.
+fn batch_loss(net: &TriageNet, b: &SplitTensors, cfg: &TrainConfig, dropout: Option<&mut Dropout>) -> candle_core::Result<Tensor> {
+    let outputs = net.forward(&b.x, dropout)?;
+    let mut total: Option<Tensor> = None;
+    for out in outputs {
+        let mut l = loss::soft_cross_entropy(&out.class_logits, &b.soft)?;
+        let ld = loss::masked_bce_with_logits(&out.disagreement_logit, &b.d, &b.d_mask, b.d_count)?;
+        l = (l + (ld * cfg.dup_weight)?)?;
+        if let Some(z) = &out.human_error_logit {
+            let lh = loss::masked_bce_with_logits(z, &b.h, &b.h_mask, b.h_count)?;
+            l = (l + (lh * cfg.human_error_weight)?)?;
+        }
+        total = Some(match total {
+            Some(t) => (t + l)?,
+            None => l,
+        });
+    }
+    total.ok_or_else(|| candle_core::Error::Msg("empty ensemble".into()))
+}
+
+/// Seeded initialisation, independent of candle's global generator: weights and
+/// biases `U(−1/√fan_in, 1/√fan_in)`; the D and H head biases start at the logit of
+/// the training mean, so the heads begin at the base rate.
+fn initialise(varmap: &VarMap, seed: u64, mean_d: Option<f64>, mean_h: Option<f64>) -> anyhow::Result<()> {
+    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for name in names {
+        let var = &vars[name];
+        let dims = var.dims().to_vec();
+        let fan_in = if name.ends_with(".weight") {
+            dims[1]
+        } else {
+            let w = name.trim_end_matches(".bias").to_string() + ".weight";
+            vars.get(&w).map_or(1, |w| w.dims()[1])
+        };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let count: usize = dims.iter().product();
+        let base_rate = match () {
+            _ if name.ends_with("disagreement.bias") => mean_d,
+            _ if name.ends_with("human_error.bias") => mean_h,
+            _ => None,
+        };
+        let values: Vec<f32> = match base_rate {
+            Some(m) => {
+                let m = m.clamp(1e-3, 1.0 - 1e-3);
+                vec![(m / (1.0 - m)).ln() as f32; count]
+            }
+            None => (0..count).map(|_| rng.gen_range(-bound..bound)).collect(),
+        };
+        var.set(&Tensor::from_vec(values, dims.as_slice(), var.device())?)?;
+    }
+    Ok(())
+}
+
+fn snapshot_vars(varmap: &VarMap) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
+    vars.iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .collect()
+}
+
+fn restore_vars(varmap: &VarMap, snapshot: &[(String, Tensor)]) -> anyhow::Result<()> {
+    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
+    for (name, t) in snapshot {
+        vars[name].set(t)?;
+    }
+    Ok(())
+}
+
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
