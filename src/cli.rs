@@ -16,7 +16,11 @@ use crate::model::Predictor;
 use crate::train::{self, TrainConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "triaged", version, about = "Decides, case by case, whether a model's answer can be used or the case needs human reviewers.")]
+#[command(
+    name = "triaged",
+    version,
+    about = "Decides, case by case, whether a model's answer can be used or the case needs human reviewers."
+)]
 pub struct Cli {
     /// CPU threads for candle's kernels (1 is fastest for small models on 2 cores).
     #[arg(long, global = true, default_value_t = 1, env = "TRIAGED_THREADS")]
@@ -99,6 +103,9 @@ pub struct ImportCsvArgs {
     /// Class names, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+    /// Keep only cases with at least this many labels (rows stay in file order).
+    #[arg(long, default_value_t = 0)]
+    pub min_labels: u32,
 }
 
 #[derive(Debug, Args)]
@@ -143,7 +150,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(DataCommand::Synth { out, seed, config }) => {
             let data = synth::generate(&config, seed)?;
             format::save(&data, &out)?;
-            println!("wrote {} ({} cases, seed {seed})", out.display(), data.len());
+            println!(
+                "wrote {} ({} cases, seed {seed})",
+                out.display(),
+                data.len()
+            );
             Ok(())
         }
         Command::Data(DataCommand::ImportCsv(args)) => import_csv(args),
@@ -162,7 +173,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {
-    let labels = match (args.counts, args.annotators, args.case_column, args.label_column) {
+    let labels = match (
+        args.counts,
+        args.annotators,
+        args.case_column,
+        args.label_column,
+    ) {
         (Some(c), _, _, _) => LabelLayout::Counts(c),
         (_, Some(a), _, _) => LabelLayout::Annotators(a),
         (_, _, Some(case), Some(label)) => LabelLayout::Long { case, label },
@@ -175,6 +191,7 @@ fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {
         reference: args.reference,
         split: args.split,
         classes: args.classes,
+        min_labels: args.min_labels,
     })?;
     format::save(&data, &args.out)?;
     println!(
@@ -221,7 +238,10 @@ fn parse_groups(raw: Option<&str>) -> anyhow::Result<Option<Vec<Vec<usize>>>> {
                 .collect::<anyhow::Result<Vec<usize>>>()
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    anyhow::ensure!(groups.len() >= 2, "--class-groups needs at least two groups separated by '/'");
+    anyhow::ensure!(
+        groups.len() >= 2,
+        "--class-groups needs at least two groups separated by '/'"
+    );
     Ok(Some(groups))
 }
 
@@ -236,6 +256,9 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let evaluation = eval::evaluate(&predictor, &data, &opts)?;
     eval::report::write_all(&evaluation, &args.out)?;
     print!("{}", eval::report::summary_table(&evaluation.report));
-    println!("report: {}", args.out.join(eval::report::REPORT_HTML).display());
+    println!(
+        "report: {}",
+        args.out.join(eval::report::REPORT_HTML).display()
+    );
     Ok(())
 }

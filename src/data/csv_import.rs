@@ -33,6 +33,8 @@ pub struct CsvImport {
     pub split: Option<String>,
     /// Class names; default: the count column names, or `0..K-1` for annotators.
     pub classes: Option<Vec<String>>,
+    /// Drop cases with fewer labels than this (e.g. 3 for a usable `D`).
+    pub min_labels: u32,
 }
 
 /// A malformed input, located as precisely as the input allows.
@@ -241,39 +243,15 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
         _ => rows.iter().map(|r| vec![r]).collect(),
     };
 
-    let n = groups.len();
     let dim = feature_cols.len();
-    let mut values = Vec::with_capacity(n * dim);
-    let mut counts = vec![0u32; n * k];
-    let mut reference = reference_col.map(|_| Vec::with_capacity(n));
-    let mut split = split_col.map(|_| Vec::with_capacity(n));
-    for (i, group) in groups.iter().enumerate() {
+    let mut values = Vec::with_capacity(groups.len() * dim);
+    let mut counts = Vec::with_capacity(groups.len() * k);
+    let mut reference = reference_col.map(|_| Vec::with_capacity(groups.len()));
+    let mut split = split_col.map(|_| Vec::with_capacity(groups.len()));
+    let mut dropped = 0usize;
+    for group in &groups {
         let first = group[0];
-        for &col in &feature_cols {
-            values.push(parse_feature(first, col)?);
-        }
-        if let (Some(col), Some(out)) = (reference_col, reference.as_mut()) {
-            out.push(parse_class(first, col)?.map_or(-1, |c| c as i64));
-        }
-        if let (Some(col), Some(out)) = (split_col, split.as_mut()) {
-            out.push(parse_split(first, col)?);
-        }
-        // Later rows of one case must describe the same case.
-        for row in &group[1..] {
-            for &col in feature_cols.iter().chain(&reference_col).chain(&split_col) {
-                if row.cells[col] != first.cells[col] {
-                    return Err(ctx.err(
-                        Some(row.line),
-                        Some(&header[col]),
-                        format!(
-                            "'{}' differs from '{}' on line {} for the same case",
-                            &row.cells[col], &first.cells[col], first.line
-                        ),
-                    ));
-                }
-            }
-        }
-        let case_counts = &mut counts[i * k..(i + 1) * k];
+        let mut case_counts = vec![0u32; k];
         match &opts.labels {
             LabelLayout::Counts(_) => {
                 for (c, &col) in label_cols.iter().enumerate() {
@@ -302,8 +280,52 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
                 }
             }
         }
+        // Cases dropped by --min-labels are not imported, so their other cells
+        // are not checked either.
+        if case_counts.iter().sum::<u32>() < opts.min_labels {
+            dropped += 1;
+            continue;
+        }
+        counts.extend(case_counts);
+        for &col in &feature_cols {
+            values.push(parse_feature(first, col)?);
+        }
+        if let (Some(col), Some(out)) = (reference_col, reference.as_mut()) {
+            out.push(parse_class(first, col)?.map_or(-1, |c| c as i64));
+        }
+        if let (Some(col), Some(out)) = (split_col, split.as_mut()) {
+            out.push(parse_split(first, col)?);
+        }
+        // Later rows of one case must describe the same case.
+        for row in &group[1..] {
+            for &col in feature_cols.iter().chain(&reference_col).chain(&split_col) {
+                if row.cells[col] != first.cells[col] {
+                    return Err(ctx.err(
+                        Some(row.line),
+                        Some(&header[col]),
+                        format!(
+                            "'{}' differs from '{}' on line {} for the same case",
+                            &row.cells[col], &first.cells[col], first.line
+                        ),
+                    ));
+                }
+            }
+        }
     }
-
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            min_labels = opts.min_labels,
+            "dropped cases with too few labels"
+        );
+    }
+    if counts.is_empty() {
+        return Err(ctx.err(
+            None,
+            None,
+            format!("no case has at least {} labels", opts.min_labels),
+        ));
+    }
     let names = feature_cols.iter().map(|&c| header[c].clone()).collect();
     Dataset::new(
         Inputs::Features { dim, names, values },
@@ -316,7 +338,12 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
     .map_err(|e| ctx.err(None, None, format!("{e:#}")))
 }
 
-fn parse_count(ctx: &Ctx<'_>, row: &Row, col: usize, header: &[String]) -> Result<u32, ImportError> {
+fn parse_count(
+    ctx: &Ctx<'_>,
+    row: &Row,
+    col: usize,
+    header: &[String],
+) -> Result<u32, ImportError> {
     let text = &row.cells[col];
     let here = |msg: String| ctx.err(Some(row.line), Some(&header[col]), msg);
     if text.is_empty() {

@@ -84,7 +84,11 @@ pub fn describe(d: &Dataset) -> Summary {
         labels_per_case,
         class_totals,
         with_disagreement: d_n,
-        mean_disagreement: if d_n > 0 { d_sum / d_n as f64 } else { f64::NAN },
+        mean_disagreement: if d_n > 0 {
+            d_sum / d_n as f64
+        } else {
+            f64::NAN
+        },
         any_disagreement_rate: if d_n > 0 {
             d_pos as f64 / d_n as f64
         } else {
@@ -99,9 +103,18 @@ impl fmt::Display for Summary {
         writeln!(f, "source      {}", self.source)?;
         writeln!(f, "kind        {} {:?}", self.kind, self.input_shape)?;
         writeln!(f, "cases (N)   {}", self.n)?;
-        writeln!(f, "classes (K) {} [{}]", self.k, self.class_names.join(", "))?;
+        writeln!(
+            f,
+            "classes (K) {} [{}]",
+            self.k,
+            self.class_names.join(", ")
+        )?;
         if !self.splits.is_empty() {
-            let parts: Vec<String> = self.splits.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let parts: Vec<String> = self
+                .splits
+                .iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect();
             writeln!(f, "splits      {}", parts.join(", "))?;
         }
         writeln!(f, "reference   {} of {}", self.with_reference, self.n)?;
@@ -125,12 +138,22 @@ impl fmt::Display for Summary {
             self.mean_disagreement,
             100.0 * self.any_disagreement_rate
         )?;
-        let max = self.disagreement_histogram.iter().copied().max().unwrap_or(0).max(1);
+        let max = self
+            .disagreement_histogram
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(1);
         for (b, &count) in self.disagreement_histogram.iter().enumerate() {
             let lo = b as f64 / D_BINS as f64;
             let hi = (b + 1) as f64 / D_BINS as f64;
             let bar = "#".repeat((count * 40).div_ceil(max));
-            writeln!(f, "  [{lo:.1}, {hi:.1}{} {count:>7} {bar}", if b + 1 == D_BINS { "]" } else { ")" })?;
+            writeln!(
+                f,
+                "  [{lo:.1}, {hi:.1}{} {count:>7} {bar}",
+                if b + 1 == D_BINS { "]" } else { ")" }
+            )?;
         }
         Ok(())
     }

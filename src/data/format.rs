@@ -154,7 +154,10 @@ fn parse(bytes: &[u8]) -> anyhow::Result<Dataset> {
         Ok(view) => {
             expect_dtype(&view, "reference", Dtype::I64)?;
             if view.shape() != [n] {
-                bail!("tensor 'reference' has shape {:?}, expected [{n}]", view.shape());
+                bail!(
+                    "tensor 'reference' has shape {:?}, expected [{n}]",
+                    view.shape()
+                );
             }
             Some(le_values(view.data(), i64::from_le_bytes))
         }
@@ -164,7 +167,10 @@ fn parse(bytes: &[u8]) -> anyhow::Result<Dataset> {
         Ok(view) => {
             expect_dtype(&view, "split", Dtype::U8)?;
             if view.shape() != [n] {
-                bail!("tensor 'split' has shape {:?}, expected [{n}]", view.shape());
+                bail!(
+                    "tensor 'split' has shape {:?}, expected [{n}]",
+                    view.shape()
+                );
             }
             let codes = view.data();
             let mut out = Vec::with_capacity(n);
@@ -267,7 +273,10 @@ mod tests {
         meta.insert("kind".to_string(), "features".to_string());
         meta.insert("class_names".to_string(), r#"["a","b"]"#.to_string());
         let tensors = vec![
-            ("counts", TensorView::new(Dtype::U32, vec![1, 3], &counts).unwrap()),
+            (
+                "counts",
+                TensorView::new(Dtype::U32, vec![1, 3], &counts).unwrap(),
+            ),
             ("x", TensorView::new(Dtype::F32, vec![1, 1], &x).unwrap()),
         ];
         safetensors::serialize_to_file(tensors, Some(meta), &path).unwrap();

@@ -159,7 +159,10 @@ impl Dataset {
         if let Some(r) = &reference {
             anyhow::ensure!(r.len() == n, "reference has {} entries, N={n}", r.len());
             if let Some(i) = r.iter().position(|&v| v < -1 || v >= k as i64) {
-                anyhow::bail!("reference of case {i} is {}, not -1 or a class in 0..{k}", r[i]);
+                anyhow::bail!(
+                    "reference of case {i} is {}, not -1 or a class in 0..{k}",
+                    r[i]
+                );
             }
         }
         if let Some(s) = &split {

@@ -72,7 +72,10 @@ enum ClusterKind {
 pub fn generate(cfg: &SynthConfig, seed: u64) -> anyhow::Result<Dataset> {
     anyhow::ensure!(cfg.classes >= 2, "--classes must be at least 2");
     anyhow::ensure!(cfg.dim >= 1, "--dim must be at least 1");
-    anyhow::ensure!(cfg.clusters >= 3, "--clusters must be at least 3 (one of each kind)");
+    anyhow::ensure!(
+        cfg.clusters >= 3,
+        "--clusters must be at least 3 (one of each kind)"
+    );
     anyhow::ensure!(cfg.cases >= 10, "--cases must be at least 10");
     anyhow::ensure!(
         cfg.min_annotators >= 2 && cfg.min_annotators <= cfg.max_annotators,
@@ -198,7 +201,10 @@ mod tests {
             .map(|i| pairwise_disagreement(d.counts(i)).unwrap())
             .collect();
         let unanimous = ds.iter().filter(|&&v| v == 0.0).count();
-        assert!(unanimous > d.len() / 4 && unanimous < d.len() * 3 / 4, "{unanimous}");
+        assert!(
+            unanimous > d.len() / 4 && unanimous < d.len() * 3 / 4,
+            "{unanimous}"
+        );
         for s in Split::ALL {
             let m = d.indices(Some(s)).unwrap().len();
             assert!(m >= d.len() / 6, "{s}: {m}");

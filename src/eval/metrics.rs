@@ -33,7 +33,12 @@ pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
         return None;
     }
     let r = ranks(scores);
-    let rank_sum: f64 = r.iter().zip(positive).filter(|(_, &p)| p).map(|(r, _)| r).sum();
+    let rank_sum: f64 = r
+        .iter()
+        .zip(positive)
+        .filter(|(_, &p)| p)
+        .map(|(r, _)| r)
+        .sum();
     let u = rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0;
     Some(u / (n_pos as f64 * n_neg as f64))
 }

@@ -263,9 +263,16 @@ fn classification(cases: &[CaseResult], data: &Dataset, temperature: f64) -> Cla
     }
 }
 
-fn disagreement(cases: &[CaseResult], data: &Dataset, groups: Option<&[Vec<usize>]>) -> Disagreement {
+fn disagreement(
+    cases: &[CaseResult],
+    data: &Dataset,
+    groups: Option<&[Vec<usize>]>,
+) -> Disagreement {
     let with_d: Vec<&CaseResult> = cases.iter().filter(|c| c.disagreement.is_some()).collect();
-    let d: Vec<f64> = with_d.iter().map(|c| c.disagreement.unwrap_or(0.0)).collect();
+    let d: Vec<f64> = with_d
+        .iter()
+        .map(|c| c.disagreement.unwrap_or(0.0))
+        .collect();
     let median = median(&d);
     let any: Vec<bool> = d.iter().map(|&v| v > 0.0).collect();
     let high = above_median(&d, median);
@@ -276,7 +283,10 @@ fn disagreement(cases: &[CaseResult], data: &Dataset, groups: Option<&[Vec<usize
             .collect()
     });
     let scores = |score: fn(&Prediction) -> f32| {
-        let s: Vec<f64> = with_d.iter().map(|c| f64::from(score(&c.prediction))).collect();
+        let s: Vec<f64> = with_d
+            .iter()
+            .map(|c| f64::from(score(&c.prediction)))
+            .collect();
         DetectionScores {
             auc_any: metrics::roc_auc(&s, &any),
             auc_median: metrics::roc_auc(&s, &high),
@@ -289,7 +299,11 @@ fn disagreement(cases: &[CaseResult], data: &Dataset, groups: Option<&[Vec<usize
     let gap = dup.auc_any.zip(uvc.auc_any).map(|(a, b)| a - b);
     Disagreement {
         n: d.len(),
-        mean_d: if d.is_empty() { f64::NAN } else { d.iter().sum::<f64>() / d.len() as f64 },
+        mean_d: if d.is_empty() {
+            f64::NAN
+        } else {
+            d.iter().sum::<f64>() / d.len() as f64
+        },
         median_d: median,
         positive_rate: if d.is_empty() {
             f64::NAN
@@ -321,7 +335,13 @@ fn triage(cases: &[CaseResult], data: &Dataset) -> TriageCurve {
     }
     let f = triage_curve::default_fractions();
     let n = e.len();
-    let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     TriageCurve {
         dup: triage_curve::curve(&by.0, &e, &h, &f),
         uvc: triage_curve::curve(&by.1, &e, &h, &f),

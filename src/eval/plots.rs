@@ -29,13 +29,22 @@ pub fn write_all(eval: &Evaluation, dir: &Path) -> anyhow::Result<Vec<(String, S
     let mut out = Vec::new();
     let file = "triage_curve.png";
     triage_curve(eval, &dir.join(file)).map_err(|e| anyhow!("plotting {file}: {e}"))?;
-    out.push((file.to_string(), "Total error vs fraction of cases sent to review".to_string()));
+    out.push((
+        file.to_string(),
+        "Total error vs fraction of cases sent to review".to_string(),
+    ));
     let file = "disagreement_roc.png";
     disagreement_roc(eval, &dir.join(file)).map_err(|e| anyhow!("plotting {file}: {e}"))?;
-    out.push((file.to_string(), "ROC of detecting D > 0: DUP vs UVC".to_string()));
+    out.push((
+        file.to_string(),
+        "ROC of detecting D > 0: DUP vs UVC".to_string(),
+    ));
     let file = "reliability.png";
     reliability(eval, &dir.join(file)).map_err(|e| anyhow!("plotting {file}: {e}"))?;
-    out.push((file.to_string(), "Reliability diagram (top-class confidence)".to_string()));
+    out.push((
+        file.to_string(),
+        "Reliability diagram (top-class confidence)".to_string(),
+    ));
     Ok(out)
 }
 
@@ -83,7 +92,9 @@ fn triage_curve(eval: &Evaluation, path: &Path) -> PlotResult {
                 color.stroke_width(2),
             ))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -97,10 +108,23 @@ fn triage_curve(eval: &Evaluation, path: &Path) -> PlotResult {
 }
 
 fn disagreement_roc(eval: &Evaluation, path: &Path) -> PlotResult {
-    let cases: Vec<_> = eval.cases.iter().filter(|c| c.disagreement.is_some()).collect();
-    let positive: Vec<bool> = cases.iter().map(|c| c.disagreement.unwrap_or(0.0) > 0.0).collect();
-    let dup: Vec<f64> = cases.iter().map(|c| f64::from(c.prediction.disagreement)).collect();
-    let uvc: Vec<f64> = cases.iter().map(|c| f64::from(c.prediction.uvc())).collect();
+    let cases: Vec<_> = eval
+        .cases
+        .iter()
+        .filter(|c| c.disagreement.is_some())
+        .collect();
+    let positive: Vec<bool> = cases
+        .iter()
+        .map(|c| c.disagreement.unwrap_or(0.0) > 0.0)
+        .collect();
+    let dup: Vec<f64> = cases
+        .iter()
+        .map(|c| f64::from(c.prediction.disagreement))
+        .collect();
+    let uvc: Vec<f64> = cases
+        .iter()
+        .map(|c| f64::from(c.prediction.uvc()))
+        .collect();
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -123,9 +147,14 @@ fn disagreement_roc(eval: &Evaluation, path: &Path) -> PlotResult {
         (&uvc, format!("UVC (AUC {})", fmt(d.uvc.auc_any)), colors[1]),
     ] {
         chart
-            .draw_series(LineSeries::new(roc_curve(scores, &positive), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                roc_curve(scores, &positive),
+                color.stroke_width(2),
+            ))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart.draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], colors[3]))?;
     chart
@@ -165,7 +194,10 @@ fn reliability(eval: &Evaluation, path: &Path) -> PlotResult {
             colors[0].mix(0.6).filled(),
         )
     }))?;
-    chart.draw_series(LineSeries::new(vec![(0.0, 0.0), (1.0, 1.0)], colors[4].stroke_width(2)))?;
+    chart.draw_series(LineSeries::new(
+        vec![(0.0, 0.0), (1.0, 1.0)],
+        colors[4].stroke_width(2),
+    ))?;
     root.present()?;
     Ok(())
 }

@@ -27,8 +27,14 @@ pub fn write_all(eval: &Evaluation, dir: &Path) -> anyhow::Result<()> {
 
 fn write_predictions(eval: &Evaluation, path: &Path) -> anyhow::Result<()> {
     let k = eval.report.data.class_names.len();
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
-    let mut header = vec!["index".to_string(), "reference".into(), "majority".into(), "predicted".into()];
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut header = vec![
+        "index".to_string(),
+        "reference".into(),
+        "majority".into(),
+        "predicted".into(),
+    ];
     header.extend((0..k).map(|c| format!("p_{c}")));
     header.extend(["dup".to_string(), "uvc".into(), "D".into()]);
     w.write_record(&header)?;
@@ -44,7 +50,10 @@ fn write_predictions(eval: &Evaluation, path: &Path) -> anyhow::Result<()> {
         row.extend(p.probabilities.iter().map(|v| format!("{v:.6}")));
         row.push(format!("{:.6}", p.disagreement));
         row.push(format!("{:.6}", p.uvc()));
-        row.push(case.disagreement.map_or(String::new(), |d| format!("{d:.6}")));
+        row.push(
+            case.disagreement
+                .map_or(String::new(), |d| format!("{d:.6}")),
+        );
         w.write_record(&row)?;
     }
     w.flush()?;
@@ -61,7 +70,11 @@ pub fn summary_table(r: &Report) -> String {
     let d = &r.disagreement;
     let t = &r.triage_curve;
     let mut s = String::new();
-    let _ = writeln!(s, "model {} v{} on {} split, n = {}", r.model.name, r.model.version, r.data.split, r.n);
+    let _ = writeln!(
+        s,
+        "model {} v{} on {} split, n = {}",
+        r.model.name, r.model.version, r.data.split, r.n
+    );
     let _ = writeln!(
         s,
         "classification  acc(ref) {}  acc(majority) {}  NLL {:.3}  ECE {:.3}  T {:.3}",
@@ -71,7 +84,13 @@ pub fn summary_table(r: &Report) -> String {
         c.ece,
         c.temperature
     );
-    let _ = writeln!(s, "disagreement    n {}  mean D {:.3}  D>0 {:.1}%", d.n, d.mean_d, 100.0 * d.positive_rate);
+    let _ = writeln!(
+        s,
+        "disagreement    n {}  mean D {:.3}  D>0 {:.1}%",
+        d.n,
+        d.mean_d,
+        100.0 * d.positive_rate
+    );
     let groups = d.class_groups.is_some();
     let _ = writeln!(
         s,
@@ -85,13 +104,21 @@ pub fn summary_table(r: &Report) -> String {
             fmt_opt(sc.auc_any),
             fmt_opt(sc.auc_median),
             fmt_opt(sc.spearman),
-            if groups { format!("  {:>11}", fmt_opt(sc.auc_groups)) } else { String::new() }
+            if groups {
+                format!("  {:>11}", fmt_opt(sc.auc_groups))
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(gap) = d.dup_minus_uvc_auc_any {
         let _ = writeln!(s, "  DUP - UVC AUC(D>0): {gap:+.3}");
     }
-    let _ = writeln!(s, "triage curve (total error; model alone {:.3}, one human alone {:.3})", t.algorithm_error, t.human_error);
+    let _ = writeln!(
+        s,
+        "triage curve (total error; model alone {:.3}, one human alone {:.3})",
+        t.algorithm_error, t.human_error
+    );
     let _ = writeln!(s, "  reviewed   DUP    UVC    â-ĥ    random  oracle");
     for (i, f) in t.fractions.iter().enumerate() {
         if i % 4 == 0 {
@@ -111,7 +138,11 @@ pub fn summary_table(r: &Report) -> String {
 }
 
 fn html(r: &Report, images: &[(String, String)]) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut h = String::new();
     let _ = write!(
         h,
@@ -166,7 +197,11 @@ fn html(r: &Report, images: &[(String, String)]) -> String {
             fmt_opt(s.auc_any),
             fmt_opt(s.auc_median),
             fmt_opt(s.spearman),
-            if d.class_groups.is_some() { format!("<td>{}</td>", fmt_opt(s.auc_groups)) } else { String::new() }
+            if d.class_groups.is_some() {
+                format!("<td>{}</td>", fmt_opt(s.auc_groups))
+            } else {
+                String::new()
+            }
         );
     }
     h.push_str("</table>");

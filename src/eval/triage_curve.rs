@@ -15,7 +15,12 @@ pub fn reviewed_count(fraction: f64, n: usize) -> usize {
 
 /// Total error (mean over cases) at each fraction when cases are reviewed in
 /// descending `score` order (ties: lower index first).
-pub fn curve(score: &[f64], algorithm_error: &[f64], human_error: &[f64], fractions: &[f64]) -> Vec<f64> {
+pub fn curve(
+    score: &[f64],
+    algorithm_error: &[f64],
+    human_error: &[f64],
+    fractions: &[f64],
+) -> Vec<f64> {
     let n = score.len();
     assert!(algorithm_error.len() == n && human_error.len() == n);
     if n == 0 {

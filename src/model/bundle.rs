@@ -66,6 +66,8 @@ pub struct Provenance {
     pub config: serde_json::Value,
     pub epochs_run: usize,
     pub best_epoch: usize,
+    /// Calibration loss of the initial weights, for comparison with the best.
+    pub initial_calibration_loss: f64,
     pub best_calibration_loss: f64,
     pub started_at: String,
     pub duration_seconds: f64,
@@ -181,7 +183,11 @@ pub fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
 /// Writes `model.safetensors` and `model.json` into `dir`, each through a
 /// temporary file and a rename, so a reader never sees half a file. Weights go
 /// first: a reader that sees the new manifest also sees its weights.
-pub fn write_bundle(dir: &Path, manifest: &Manifest, weights: &candle_nn::VarMap) -> anyhow::Result<()> {
+pub fn write_bundle(
+    dir: &Path,
+    manifest: &Manifest,
+    weights: &candle_nn::VarMap,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(WEIGHTS_FILE);
     let tmp = path.with_extension("tmp");

@@ -63,7 +63,10 @@ impl Standardizer {
             ));
         }
         if let Some(j) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(format!("preprocessing.std[{j}] = {} is not positive", self.std[j]));
+            return Err(format!(
+                "preprocessing.std[{j}] = {} is not positive",
+                self.std[j]
+            ));
         }
         if let Some(j) = self.mean.iter().position(|m| !m.is_finite()) {
             return Err(format!("preprocessing.mean[{j}] is not finite"));

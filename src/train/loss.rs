@@ -34,7 +34,10 @@ mod tests {
         let dev = Device::Cpu;
         let z = Tensor::new(&[[0.0f32, 0.0]], &dev).unwrap();
         let q = Tensor::new(&[[0.5f32, 0.5]], &dev).unwrap();
-        let l = soft_cross_entropy(&z, &q).unwrap().to_scalar::<f32>().unwrap();
+        let l = soft_cross_entropy(&z, &q)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((l - 2f32.ln()).abs() < 1e-6);
     }
 

@@ -112,11 +112,19 @@ pub fn train(
     let started_at = chrono::Utc::now().to_rfc3339();
     anyhow::ensure!(cfg.batch_size > 0, "--batch-size must be positive");
     anyhow::ensure!(cfg.ensemble > 0, "--ensemble must be positive");
-    anyhow::ensure!(!cfg.hidden.is_empty() && !cfg.hidden.contains(&0), "--hidden needs positive widths");
-    anyhow::ensure!((0.0..1.0).contains(&cfg.dropout), "--dropout must be in [0, 1)");
+    anyhow::ensure!(
+        !cfg.hidden.is_empty() && !cfg.hidden.contains(&0),
+        "--hidden needs positive widths"
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&cfg.dropout),
+        "--dropout must be in [0, 1)"
+    );
     let (name, version) = bundle::name_and_version(out)?;
     let crate::data::Inputs::Features { dim, names, .. } = data.inputs() else {
-        anyhow::bail!("image data sets need the image model (not built yet); this trains feature MLPs");
+        anyhow::bail!(
+            "image data sets need the image model (not built yet); this trains feature MLPs"
+        );
     };
     let dim = *dim;
     let k = data.num_classes();
@@ -125,7 +133,10 @@ pub fn train(
         Some(_) => (data.clone(), "from the data set's split tensor".to_string()),
         None => {
             let generated = random_split(data.len(), cfg.seed);
-            tracing::warn!("the data set has no split: using a seeded 60/20/20 split (seed {})", cfg.seed);
+            tracing::warn!(
+                "the data set has no split: using a seeded 60/20/20 split (seed {})",
+                cfg.seed
+            );
             (
                 data.clone().with_split(generated)?,
                 format!("generated 60/20/20 with seed {}", cfg.seed),
@@ -134,8 +145,15 @@ pub fn train(
     };
     let train_idx = usable(&data, Split::Train)?;
     let cal_idx = usable(&data, Split::Calibration)?;
-    anyhow::ensure!(train_idx.len() >= 2, "the train split has {} labelled cases; need at least 2", train_idx.len());
-    anyhow::ensure!(!cal_idx.is_empty(), "the calibration split has no labelled cases (needed for early stopping and temperature)");
+    anyhow::ensure!(
+        train_idx.len() >= 2,
+        "the train split has {} labelled cases; need at least 2",
+        train_idx.len()
+    );
+    anyhow::ensure!(
+        !cal_idx.is_empty(),
+        "the calibration split has no labelled cases (needed for early stopping and temperature)"
+    );
 
     let train_rows: Vec<&[f32]> = train_idx.iter().filter_map(|&i| data.features(i)).collect();
     let standardizer = Standardizer::fit(&train_rows, dim);
@@ -158,7 +176,7 @@ pub fn train(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let net = TriageNet::new(&arch, dim, k, &heads, vb)?;
     let mean_d = mean_target(&data, &train_idx, |c, _| pairwise_disagreement(c));
-    let mean_h = mean_target(&data, &train_idx, |c, r| human_error(c, r));
+    let mean_h = mean_target(&data, &train_idx, human_error);
     initialise(&varmap, cfg.seed, mean_d, mean_h)?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
@@ -180,10 +198,14 @@ pub fn train(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} train [{bar:30}] epoch {pos}/{len} {msg} ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} train [{bar:30}] epoch {pos}/{len} {msg} ({elapsed})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
+    let initial_loss =
+        f64::from(batch_loss(&net, &cal_t, cfg, None)?.to_scalar::<f32>()?) / cfg.ensemble as f64;
     let mut order: Vec<u32> = (0..train_t.n as u32).collect();
     let mut best = (f64::INFINITY, 0usize);
     let mut snapshot = snapshot_vars(&varmap)?;
@@ -202,14 +224,21 @@ pub fn train(
             batches += 1;
         }
         let train_loss = epoch_loss / f64::from(batches.max(1)) / cfg.ensemble as f64;
-        let cal_loss = f64::from(batch_loss(&net, &cal_t, cfg, None)?.to_scalar::<f32>()?) / cfg.ensemble as f64;
-        anyhow::ensure!(train_loss.is_finite(), "training diverged at epoch {epoch} (loss {train_loss}); lower --learning-rate");
+        let cal_loss = f64::from(batch_loss(&net, &cal_t, cfg, None)?.to_scalar::<f32>()?)
+            / cfg.ensemble as f64;
+        anyhow::ensure!(
+            train_loss.is_finite(),
+            "training diverged at epoch {epoch} (loss {train_loss}); lower --learning-rate"
+        );
         if cal_loss < best.0 - 1e-6 {
             best = (cal_loss, epoch);
             snapshot = snapshot_vars(&varmap)?;
         }
         bar.set_position(epoch as u64);
-        bar.set_message(format!("loss {train_loss:.4} cal {cal_loss:.4} best {:.4}@{}", best.0, best.1));
+        bar.set_message(format!(
+            "loss {train_loss:.4} cal {cal_loss:.4} best {:.4}@{}",
+            best.0, best.1
+        ));
         if epoch % 25 == 0 {
             tracing::debug!(epoch, train_loss, cal_loss, "epoch");
         }
@@ -219,7 +248,12 @@ pub fn train(
     }
     bar.finish_and_clear();
     restore_vars(&varmap, &snapshot)?;
-    tracing::info!(epochs_run, best_epoch = best.1, best_calibration_loss = best.0, "training finished");
+    tracing::info!(
+        epochs_run,
+        best_epoch = best.1,
+        best_calibration_loss = best.0,
+        "training finished"
+    );
 
     let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -244,6 +278,7 @@ pub fn train(
             config: serde_json::to_value(cfg)?,
             epochs_run,
             best_epoch: best.1,
+            initial_calibration_loss: initial_loss,
             best_calibration_loss: best.0,
             started_at,
             duration_seconds: 0.0,
@@ -253,19 +288,40 @@ pub fn train(
     };
 
     // Temperature on the calibration split, then evaluation of the final model.
-    let mut predictor = Predictor::from_parts(manifest.clone(), net, device.clone(), out.to_path_buf());
-    let cal_rows: Vec<f32> = cal_idx.iter().filter_map(|&i| data.features(i)).flatten().copied().collect();
+    let mut predictor =
+        Predictor::from_parts(manifest.clone(), net, device.clone(), out.to_path_buf());
+    let cal_rows: Vec<f32> = cal_idx
+        .iter()
+        .filter_map(|&i| data.features(i))
+        .flatten()
+        .copied()
+        .collect();
     let cal_raw = predictor.raw_outputs(&cal_rows)?;
-    let cal_soft: Vec<Vec<f32>> = cal_idx.iter().filter_map(|&i| soft_label(data.counts(i))).collect();
+    let cal_soft: Vec<Vec<f32>> = cal_idx
+        .iter()
+        .filter_map(|&i| soft_label(data.counts(i)))
+        .collect();
     manifest.temperature = temperature::fit(&cal_raw, &cal_soft);
     predictor.set_temperature(manifest.temperature);
-    tracing::info!(temperature = manifest.temperature, "temperature fitted on the calibration split");
+    tracing::info!(
+        temperature = manifest.temperature,
+        "temperature fitted on the calibration split"
+    );
     for split in [Split::Calibration, Split::Test] {
         if data.indices(Some(split))?.is_empty() {
             continue;
         }
-        let ev = eval::evaluate(&predictor, &data, &EvalOptions { split: Some(split), class_groups: None })?;
-        manifest.metrics.insert(split.to_string(), metrics_summary(&ev.report));
+        let ev = eval::evaluate(
+            &predictor,
+            &data,
+            &EvalOptions {
+                split: Some(split),
+                class_groups: None,
+            },
+        )?;
+        manifest
+            .metrics
+            .insert(split.to_string(), metrics_summary(&ev.report));
     }
     manifest.training.duration_seconds = started.elapsed().as_secs_f64();
     bundle::write_bundle(out, &manifest, &varmap)?;
@@ -301,7 +357,7 @@ fn usable(data: &Dataset, split: Split) -> anyhow::Result<Vec<usize>> {
 }
 
 fn random_split(n: usize, seed: u64) -> Vec<Split> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5350_4c49_54);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0053_504c_4954);
     let mut split: Vec<Split> = (0..n)
         .map(|i| match i * 10 / n.max(1) {
             0..=5 => Split::Train,
@@ -313,12 +369,24 @@ fn random_split(n: usize, seed: u64) -> Vec<Split> {
     split
 }
 
-fn mean_target(data: &Dataset, idx: &[usize], f: impl Fn(&[u32], Option<usize>) -> Option<f64>) -> Option<f64> {
-    let v: Vec<f64> = idx.iter().filter_map(|&i| f(data.counts(i), data.reference(i))).collect();
+fn mean_target(
+    data: &Dataset,
+    idx: &[usize],
+    f: impl Fn(&[u32], Option<usize>) -> Option<f64>,
+) -> Option<f64> {
+    let v: Vec<f64> = idx
+        .iter()
+        .filter_map(|&i| f(data.counts(i), data.reference(i)))
+        .collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn split_tensors(data: &Dataset, idx: &[usize], st: &Standardizer, device: &Device) -> anyhow::Result<SplitTensors> {
+fn split_tensors(
+    data: &Dataset,
+    idx: &[usize],
+    st: &Standardizer,
+    device: &Device,
+) -> anyhow::Result<SplitTensors> {
     let n = idx.len();
     let k = data.num_classes();
     let mut x = Vec::with_capacity(n * st.dim());
@@ -368,7 +436,12 @@ fn select(t: &SplitTensors, idx: &Tensor, n: usize) -> candle_core::Result<Split
 }
 
 /// Sum over ensemble members of `CE + w_d·BCE(D) + w_h·BCE(H)`.
-fn batch_loss(net: &TriageNet, b: &SplitTensors, cfg: &TrainConfig, dropout: Option<&mut Dropout>) -> candle_core::Result<Tensor> {
+fn batch_loss(
+    net: &TriageNet,
+    b: &SplitTensors,
+    cfg: &TrainConfig,
+    dropout: Option<&mut Dropout>,
+) -> candle_core::Result<Tensor> {
     let outputs = net.forward(&b.x, dropout)?;
     let mut total: Option<Tensor> = None;
     for out in outputs {
@@ -390,8 +463,16 @@ fn batch_loss(net: &TriageNet, b: &SplitTensors, cfg: &TrainConfig, dropout: Opt
 /// Seeded initialisation, independent of candle's global generator: weights and
 /// biases `U(−1/√fan_in, 1/√fan_in)`; the D and H head biases start at the logit of
 /// the training mean, so the heads begin at the base rate.
-fn initialise(varmap: &VarMap, seed: u64, mean_d: Option<f64>, mean_h: Option<f64>) -> anyhow::Result<()> {
-    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
+fn initialise(
+    varmap: &VarMap,
+    seed: u64,
+    mean_d: Option<f64>,
+    mean_h: Option<f64>,
+) -> anyhow::Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -424,14 +505,20 @@ fn initialise(varmap: &VarMap, seed: u64, mean_d: Option<f64>, mean_h: Option<f6
 }
 
 fn snapshot_vars(varmap: &VarMap) -> anyhow::Result<Vec<(String, Tensor)>> {
-    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
     vars.iter()
         .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
         .collect()
 }
 
 fn restore_vars(varmap: &VarMap, snapshot: &[(String, Tensor)]) -> anyhow::Result<()> {
-    let vars = varmap.data().lock().map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned VarMap"))?;
     for (name, t) in snapshot {
         vars[name].set(t)?;
     }
