@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{Overrides, Settings};
+use crate::startup::Application;
 use crate::data::csv_import::{self, CsvImport, LabelLayout};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{describe, format, Split};
@@ -22,17 +24,19 @@ use crate::train::{self, TrainConfig};
     about = "Decides, case by case, whether a model's answer can be used or the case needs human reviewers."
 )]
 pub struct Cli {
-    /// CPU threads for candle's kernels (1 is fastest for small models on 2 cores).
-    #[arg(long, global = true, default_value_t = 1, env = "TRIAGED_THREADS")]
-    pub threads: usize,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TRIAGED_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    /// CPU threads for candle's kernels (default 1, or `batch.threads` for serve;
+    /// 1 is fastest for small models on 2 cores).
+    #[arg(long, global = true, env = "TRIAGED_THREADS")]
+    pub threads: Option<usize>,
+    /// Log format on stderr (default text, or `log.format` for serve).
+    #[arg(long, global = true, value_enum, env = "TRIAGED_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
@@ -40,6 +44,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the triage service (HTTP API, batching, metrics) on the bundles in models/.
+    Serve(ServeArgs),
     /// Build, generate and inspect data sets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -47,6 +53,22 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model bundle on a split of a data set.
     Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file layered over config/default.toml.
+    #[arg(long, env = "TRIAGED_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides server.bind).
+    #[arg(long, env = "TRIAGED_BIND")]
+    pub bind: Option<std::net::SocketAddr>,
+    /// Folder of model bundles (overrides models.dir).
+    #[arg(long, env = "TRIAGED_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Model served by POST /v1/triage (overrides models.default).
+    #[arg(long, env = "TRIAGED_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,9 +166,16 @@ pub struct EvalArgs {
     pub device: DeviceChoice,
 }
 
-/// Runs the parsed command.
+/// Pins threads, starts logging and runs the parsed command. Nothing may start a
+/// thread before this (see `device::pin_cpu_threads`).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Serve(args) = cli.command {
+        return serve(args, cli.threads, cli.log_format);
+    }
+    device::pin_cpu_threads(cli.threads.unwrap_or(1));
+    crate::telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
     match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Data(DataCommand::Synth { out, seed, config }) => {
             let data = synth::generate(&config, seed)?;
             format::save(&data, &out)?;
@@ -170,6 +199,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
     }
+}
+
+fn serve(args: ServeArgs, threads: Option<usize>, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        bind: args.bind,
+        models_dir: args.models_dir,
+        default_model: args.default_model,
+    };
+    let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    device::pin_cpu_threads(threads.unwrap_or(settings.batch.threads));
+    crate::telemetry::init(log_format.unwrap_or(settings.log.format));
+    tracing::info!(settings = %settings.redacted(), "effective configuration");
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).await?;
+        tracing::info!(port = app.port(), "listening");
+        app.run_until_stopped().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }
 
 fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {

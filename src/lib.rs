@@ -8,12 +8,24 @@
 //!   preprocessing, the on-disk bundle, device selection, the loaded predictor.
 //! - [`train`]: AdamW training, early stopping, temperature scaling.
 //! - [`eval`]: metrics, the triage curve, reports and plots.
+//! - [`policy`]: triage decisions (automate / review, why, how many reviewers).
+//! - [`config`]: layered settings; [`startup`]: `Application::build`;
+//!   [`registry`]: served models and atomic reload; [`batch`]: the batching queue
+//!   and inference thread; [`api`]: HTTP routes and problem+json errors;
+//!   [`metrics`]: every Prometheus metric.
 //! - [`cli`]: the command line; `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing setup.
 
+pub mod api;
+pub mod batch;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod eval;
+pub mod metrics;
 pub mod model;
+pub mod policy;
+pub mod registry;
+pub mod startup;
 pub mod telemetry;
 pub mod train;

@@ -172,6 +172,12 @@ impl Predictor {
         &self.dir
     }
 
+    /// The version in service (its bundle folder), which may differ from the one
+    /// recorded at training time.
+    pub fn set_version(&mut self, version: &str) {
+        self.manifest.version = version.to_string();
+    }
+
     pub fn set_temperature(&mut self, t: f64) {
         self.manifest.temperature = t;
     }

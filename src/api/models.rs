@@ -1,0 +1,104 @@
+//! Model resources: `GET /v1/models`, `GET /v1/models/{model}` and the admin
+//! `POST /v1/admin/models/{model}/reload`.
+
+use actix_web::{get, post, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::problem::{ApiError, Problem};
+use super::triage::served_model;
+use super::AppState;
+use crate::model::{Head, InputSchema};
+use crate::policy::PolicyInfo;
+use crate::registry::{LoadedModel, RegistryError, ReloadOutcome};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelDescription {
+    pub name: String,
+    /// The version in service.
+    pub version: String,
+    /// Versions on disk, oldest first.
+    pub versions: Vec<String>,
+    pub default: bool,
+    pub classes: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub heads: Vec<Head>,
+    /// `{"kind":"features","features":[…]}` or `{"kind":"image","height","width","channels"}`.
+    #[schema(value_type = Object)]
+    pub input: InputSchema,
+    pub policy: PolicyInfo,
+    pub temperature: f64,
+    /// Evaluation summaries recorded in the bundle, by split.
+    #[schema(value_type = Object)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelDescription>,
+}
+
+fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
+    ModelDescription {
+        name: m.name().to_string(),
+        version: m.version().to_string(),
+        versions: state.registry.versions_on_disk(m.name()),
+        default: m.name() == state.registry.default_model(),
+        classes: m.manifest.classes.clone(),
+        heads: m.manifest.heads.clone(),
+        input: m.manifest.input.clone(),
+        policy: m.policy.info().clone(),
+        temperature: m.manifest.temperature,
+        metrics: m.manifest.metrics.clone(),
+    }
+}
+
+/// Models in service.
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
+#[get("/v1/models")]
+pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
+    let models = state.registry.list().iter().map(|m| describe(&state, m)).collect();
+    HttpResponse::Ok().json(ModelList { models })
+}
+
+/// One model: schema, classes, heads, versions, policy.
+#[utoipa::path(
+    get, path = "/v1/models/{model}", tag = "models",
+    params(("model" = String, Path, description = "Model name")),
+    responses(
+        (status = 200, body = ModelDescription),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/models/{model}")]
+pub async fn get_model(state: web::Data<AppState>, model: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let m = served_model(&state, &model)?;
+    Ok(HttpResponse::Ok().json(describe(&state, &m)))
+}
+
+/// Reload a model from disk: the newest version's model and policy swap in
+/// together; in-flight requests finish on the old version; a broken bundle is
+/// refused (409) and the old version keeps serving.
+#[utoipa::path(
+    post, path = "/v1/admin/models/{model}/reload", tag = "admin",
+    params(("model" = String, Path, description = "Model name")),
+    responses(
+        (status = 200, body = ReloadOutcome),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Bundle refused; the old version keeps serving", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/admin/models/{model}/reload")]
+pub async fn reload_model(state: web::Data<AppState>, model: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let registry = state.registry.clone();
+    let name = model.into_inner();
+    // Loading reads files and runs candle: never on an actix worker.
+    let outcome = web::block(move || registry.reload(&name))
+        .await
+        .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?;
+    match outcome {
+        Ok(o) => Ok(HttpResponse::Ok().json(o)),
+        Err(e @ RegistryError::UnknownModel(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ RegistryError::Refused { .. }) => Err(ApiError::Conflict(e.to_string())),
+    }
+}

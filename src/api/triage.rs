@@ -1,0 +1,282 @@
+//! The native triage resource: `POST /v1/models/{model}/triage` and
+//! `POST /v1/triage` (the default model). Parses instances at the boundary into
+//! feature rows, runs them through the model's batcher, applies the policy.
+
+use std::time::Instant;
+
+use actix_web::{post, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::model::{InputSchema, Prediction};
+use crate::policy::{Decision, PolicyInfo};
+use crate::registry::LoadedModel;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriageRequest {
+    /// Cases to triage (at least 1, at most `server.max_instances`).
+    pub instances: Vec<Instance>,
+    /// Client's idempotency key, echoed back.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// Client's id for the case, echoed back.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Feature values: an array in the model's order, or an object `{name: value}`
+    /// naming every feature exactly once.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub features: Option<serde_json::Value>,
+    /// Base64 PNG or JPEG, for image models.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriageResponse {
+    pub model: ModelRef,
+    pub policy: PolicyInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// One result per instance, in request order.
+    pub results: Vec<InstanceResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub prediction: PredictionOut,
+    pub uncertainty: Uncertainty,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictionOut {
+    /// Name of the predicted class.
+    pub label: String,
+    /// Index of the predicted class.
+    pub class: usize,
+    /// Calibrated probabilities, one per class, summing to 1.
+    pub probabilities: Vec<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uncertainty {
+    /// Predicted probability that two human experts disagree (DUP head).
+    pub disagreement: f32,
+    /// Predicted error of one reviewer, when the model has that head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub human_error: Option<f32>,
+    /// `1 − Σ p²` of the class probabilities.
+    pub uvc: f32,
+    /// Entropy of the class probabilities, in nats.
+    pub entropy: f32,
+}
+
+/// Turns the instances into one row-major block of feature values, or says
+/// exactly which value of which instance is wrong.
+pub fn parse_feature_rows(instances: &[Instance], model: &LoadedModel, max_instances: usize) -> Result<Vec<f32>, ApiError> {
+    if instances.is_empty() {
+        return Err(ApiError::Unprocessable("'instances' is empty: send at least one case".into()));
+    }
+    if instances.len() > max_instances {
+        return Err(ApiError::Unprocessable(format!(
+            "{} instances in one request; at most {max_instances} are accepted",
+            instances.len()
+        )));
+    }
+    let InputSchema::Features { features: names } = &model.manifest.input else {
+        return Err(ApiError::Unprocessable(format!("model '{}' takes images: send 'image'", model.name())));
+    };
+    let dim = names.len();
+    let mut rows = Vec::with_capacity(instances.len() * dim);
+    for (i, inst) in instances.iter().enumerate() {
+        if inst.image.is_some() {
+            return Err(ApiError::Unprocessable(format!(
+                "instances[{i}]: model '{}' takes features, not images",
+                model.name()
+            )));
+        }
+        let value = |j: usize, v: &serde_json::Value| -> Result<f32, ApiError> {
+            let x = v.as_f64().map(|x| x as f32).filter(|x| x.is_finite());
+            x.ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "instances[{i}].features: '{}' must be a finite number, got {v}",
+                    names[j]
+                ))
+            })
+        };
+        match &inst.features {
+            None => {
+                return Err(ApiError::Unprocessable(format!("instances[{i}]: 'features' is missing")));
+            }
+            Some(serde_json::Value::Array(values)) => {
+                if values.len() != dim {
+                    return Err(ApiError::Unprocessable(format!(
+                        "instances[{i}].features has {} values; model '{}' expects {dim}: {}",
+                        values.len(),
+                        model.name(),
+                        names.join(", ")
+                    )));
+                }
+                for (j, v) in values.iter().enumerate() {
+                    rows.push(value(j, v)?);
+                }
+            }
+            Some(serde_json::Value::Object(map)) => {
+                if let Some(unknown) = map.keys().find(|k| !names.contains(k)) {
+                    return Err(ApiError::Unprocessable(format!(
+                        "instances[{i}].features: unknown feature '{unknown}' (model '{}' takes: {})",
+                        model.name(),
+                        names.join(", ")
+                    )));
+                }
+                for (j, name) in names.iter().enumerate() {
+                    let v = map.get(name).ok_or_else(|| {
+                        ApiError::Unprocessable(format!("instances[{i}].features: missing feature '{name}'"))
+                    })?;
+                    rows.push(value(j, v)?);
+                }
+            }
+            Some(other) => {
+                return Err(ApiError::Unprocessable(format!(
+                    "instances[{i}].features must be an array or an object, got {}",
+                    json_kind(other)
+                )));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Looks a model up, telling "not loaded yet" (503) from "no such model" (404).
+pub fn served_model(state: &AppState, name: &str) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+    if let Some(m) = state.registry.get(name) {
+        return Ok(m);
+    }
+    if state.registry.versions_on_disk(name).is_empty() {
+        Err(ApiError::NotFound(format!("no model named '{name}'")))
+    } else {
+        Err(ApiError::Unavailable(format!("model '{name}' is not loaded")))
+    }
+}
+
+/// Runs cases through `model` and returns predictions with the deadline applied.
+pub async fn predict(state: &AppState, model: &LoadedModel, rows: Vec<f32>, cases: usize) -> Result<Vec<Prediction>, ApiError> {
+    let deadline = Instant::now() + state.settings.batch.request_timeout();
+    Ok(model.batcher.infer(rows, cases, deadline).await?)
+}
+
+async fn triage(state: &AppState, name: &str, req: TriageRequest) -> Result<TriageResponse, ApiError> {
+    let model = served_model(state, name)?;
+    let rows = parse_feature_rows(&req.instances, &model, state.settings.server.max_instances)?;
+    let predictions = predict(state, &model, rows, req.instances.len()).await?;
+    let results = req
+        .instances
+        .into_iter()
+        .zip(predictions)
+        .map(|(inst, p)| {
+            let decision = model.policy.decide(&p);
+            state
+                .metrics
+                .decisions
+                .with_label_values(&[model.name(), decision.route.name(), decision.reason_code])
+                .inc();
+            InstanceResult {
+                id: inst.id,
+                prediction: PredictionOut {
+                    label: model.manifest.classes[p.class()].clone(),
+                    class: p.class(),
+                    probabilities: p.probabilities.clone(),
+                },
+                uncertainty: Uncertainty {
+                    disagreement: p.disagreement,
+                    human_error: p.human_error,
+                    uvc: p.uvc(),
+                    entropy: p.entropy(),
+                },
+                decision,
+            }
+        })
+        .collect();
+    Ok(TriageResponse {
+        model: ModelRef {
+            name: model.name().to_string(),
+            version: model.version().to_string(),
+        },
+        policy: model.policy.info().clone(),
+        request_id: req.request_id,
+        results,
+    })
+}
+
+/// Triage cases with a named model.
+#[utoipa::path(
+    post, path = "/v1/models/{model}/triage", tag = "triage",
+    params(("model" = String, Path, description = "Model name")),
+    request_body = TriageRequest,
+    responses(
+        (status = 200, description = "One result per instance", body = TriageResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid instances", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, deadline passed, or model not loaded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/models/{model}/triage")]
+pub async fn triage_named(
+    state: web::Data<AppState>,
+    model: web::Path<String>,
+    body: web::Json<TriageRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let resp = triage(&state, &model, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(resp))
+}
+
+/// Triage cases with the default model.
+#[utoipa::path(
+    post, path = "/v1/triage", tag = "triage",
+    request_body = TriageRequest,
+    responses(
+        (status = 200, description = "One result per instance", body = TriageResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid instances", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, deadline passed, or model not loaded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/triage")]
+pub async fn triage_default(state: web::Data<AppState>, body: web::Json<TriageRequest>) -> Result<HttpResponse, ApiError> {
+    let name = state.registry.default_model().to_string();
+    let resp = triage(&state, &name, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(resp))
+}

@@ -1,0 +1,214 @@
+//! Settings in layers (DESIGN §8): the compiled-in `config/default.toml`, then the
+//! file given by `--config`, then `TRIAGED__SECTION__KEY` environment variables,
+//! then command-line flags. Parsed once into typed settings that cannot be wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::model::device::DeviceChoice;
+use crate::policy::ThresholdScore;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub models: ModelSettings,
+    pub batch: BatchSettings,
+    pub triage: TriageSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_instances: usize,
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    pub dir: PathBuf,
+    pub default: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    pub max_batch_size: usize,
+    pub max_wait_us: u64,
+    pub queue_capacity: usize,
+    pub request_timeout_ms: u64,
+    pub threads: usize,
+    pub device: DeviceChoice,
+}
+
+impl BatchSettings {
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_micros(self.max_wait_us)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// What the server does with the policy's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriageMode {
+    /// Follow the policy.
+    Policy,
+    /// Route every case to review; record the policy's own decision beside it.
+    Shadow,
+    /// Automate every case (the policy's decision is still reported).
+    AutomateAll,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageSettings {
+    pub mode: TriageMode,
+    pub score: ThresholdScore,
+    pub threshold: f64,
+    pub reviewers: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: crate::cli::LogFormat,
+}
+
+/// Command-line values that override the layered settings.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub models_dir: Option<PathBuf>,
+    pub default_model: Option<String>,
+}
+
+impl Settings {
+    /// Builds the settings from all layers. `env` is the process environment (a
+    /// parameter so tests can pass their own).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env_map: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TRIAGED__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("TRIAGED")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        );
+        let mut settings: Settings = builder
+            .build()
+            .context("reading the configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        if let Some(bind) = overrides.bind {
+            settings.server.bind = bind;
+        }
+        if let Some(dir) = &overrides.models_dir {
+            settings.models.dir = dir.clone();
+        }
+        if let Some(name) = &overrides.default_model {
+            settings.models.default = name.clone();
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The defaults alone (tests start from these).
+    pub fn defaults() -> Settings {
+        Settings::load(None, Vec::new(), &Overrides::default()).expect("config/default.toml is valid")
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch.max_batch_size > 0, "batch.max_batch_size must be positive");
+        anyhow::ensure!(self.batch.queue_capacity > 0, "batch.queue_capacity must be positive");
+        anyhow::ensure!(self.batch.request_timeout_ms > 0, "batch.request_timeout_ms must be positive");
+        anyhow::ensure!(self.server.max_instances > 0, "server.max_instances must be positive");
+        anyhow::ensure!(self.server.max_body_bytes >= 1024, "server.max_body_bytes must be at least 1024");
+        anyhow::ensure!(self.triage.reviewers >= 1, "triage.reviewers must be at least 1");
+        anyhow::ensure!(self.triage.threshold.is_finite(), "triage.threshold must be a number");
+        Ok(())
+    }
+
+    /// The effective settings as JSON for the start-up log line. Nothing here is
+    /// secret yet; tokens (review-queue issue) are redacted here when they exist.
+    pub fn redacted(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.models.dir, PathBuf::from("models"));
+        assert_eq!(s.models.default, "lidc-malignancy");
+        assert_eq!(s.triage.mode, TriageMode::Policy);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[batch]\nmax_batch_size = 8\nthreads = 2\n[triage]\nmode = \"shadow\"\n").unwrap();
+        let env = vec![
+            ("TRIAGED__BATCH__MAX_BATCH_SIZE".to_string(), "16".to_string()),
+            ("TRIAGED__SERVER__BIND".to_string(), "127.0.0.1:9000".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let s = Settings::load(Some(&file), env.clone(), &Overrides::default()).unwrap();
+        assert_eq!(s.batch.max_batch_size, 16, "env beats file");
+        assert_eq!(s.batch.threads, 2, "file beats defaults");
+        assert_eq!(s.triage.mode, TriageMode::Shadow);
+        assert_eq!(s.server.bind.port(), 9000);
+        let flags = Overrides {
+            bind: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let s = Settings::load(Some(&file), env, &flags).unwrap();
+        assert_eq!(s.server.bind.port(), 9100, "flags beat env");
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[batch]\nmax_batch_sise = 8\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err());
+        assert!(e.contains("max_batch_sise"), "{e}");
+        let env = vec![("TRIAGED__TRIAGE__MODE".to_string(), "sometimes".to_string())];
+        assert!(Settings::load(None, env, &Overrides::default()).is_err());
+        let e = Settings::load(Some(Path::new("/nope.toml")), Vec::new(), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("/nope.toml"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Every Prometheus metric the service exports, defined once with help text and a
+//! unit suffix, registered in one registry, and used through this handle.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::policy::REASON_CODES;
+
+/// Routes whose request counters exist before the first request.
+const KNOWN_ROUTES: &[&str] = &["/v1/triage", "/v1/models/{model}/triage", "/v2/models/{model}/infer"];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub queue_wait: HistogramVec,
+    pub inference_duration: HistogramVec,
+    pub batch_size: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub rejected: IntCounterVec,
+    pub decisions: IntCounterVec,
+    pub instances: IntCounterVec,
+    pub model_info: IntGaugeVec,
+    pub reloads: IntCounterVec,
+    pub ready: Gauge,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ]
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! register {
+            ($metric:expr) => {{
+                let m = $metric.expect("metric definition is valid");
+                registry.register(Box::new(m.clone())).expect("metric registered once");
+                m
+            }};
+        }
+        let m = Metrics {
+            http_requests: register!(IntCounterVec::new(
+                Opts::new("triaged_http_requests_total", "HTTP requests answered, by route pattern, method and status."),
+                &["route", "method", "status"]
+            )),
+            http_request_duration: register!(HistogramVec::new(
+                HistogramOpts::new("triaged_http_request_duration_seconds", "Time from request to response, by route pattern.")
+                    .buckets(latency_buckets()),
+                &["route"]
+            )),
+            queue_wait: register!(HistogramVec::new(
+                HistogramOpts::new("triaged_queue_wait_seconds", "Time a request waited for the inference thread.")
+                    .buckets(latency_buckets()),
+                &["model"]
+            )),
+            inference_duration: register!(HistogramVec::new(
+                HistogramOpts::new("triaged_inference_duration_seconds", "Time to run one batch through the network.")
+                    .buckets(latency_buckets()),
+                &["model"]
+            )),
+            batch_size: register!(HistogramVec::new(
+                HistogramOpts::new("triaged_batch_size", "Cases per batch run by the inference thread.")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+                &["model"]
+            )),
+            queue_depth: register!(IntGaugeVec::new(
+                Opts::new("triaged_queue_depth", "Requests waiting for the inference thread."),
+                &["model"]
+            )),
+            rejected: register!(IntCounterVec::new(
+                Opts::new(
+                    "triaged_rejected_requests_total",
+                    "Requests refused or abandoned: queue_full (503), deadline (503), client_gone (dropped before compute)."
+                ),
+                &["model", "reason"]
+            )),
+            decisions: register!(IntCounterVec::new(
+                Opts::new("triaged_decisions_total", "Triage decisions, by model, route and reason."),
+                &["model", "route", "reason"]
+            )),
+            instances: register!(IntCounterVec::new(
+                Opts::new("triaged_instances_total", "Cases run through a model."),
+                &["model"]
+            )),
+            model_info: register!(IntGaugeVec::new(
+                Opts::new("triaged_model_info", "1 for the model version and policy currently served."),
+                &["model", "version", "policy", "policy_version"]
+            )),
+            reloads: register!(IntCounterVec::new(
+                Opts::new("triaged_model_reloads_total", "Model (re)loads, by outcome (ok, refused)."),
+                &["model", "outcome"]
+            )),
+            ready: register!(Gauge::new("triaged_ready", "1 when the default model is loaded and the server is ready.")),
+            registry,
+        };
+        for route in KNOWN_ROUTES {
+            m.http_requests.with_label_values(&[route, "POST", "200"]);
+            m.http_request_duration.with_label_values(&[route]);
+        }
+        m
+    }
+
+    /// Creates the per-model series at zero, so they are scrapeable before the
+    /// model's first request.
+    pub fn init_model(&self, model: &str) {
+        self.queue_wait.with_label_values(&[model]);
+        self.inference_duration.with_label_values(&[model]);
+        self.batch_size.with_label_values(&[model]);
+        self.queue_depth.with_label_values(&[model]);
+        self.instances.with_label_values(&[model]);
+        for reason in ["queue_full", "deadline", "client_gone"] {
+            self.rejected.with_label_values(&[model, reason]);
+        }
+        for route in ["automate", "review"] {
+            for reason in REASON_CODES {
+                self.decisions.with_label_values(&[model, route, reason]);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,127 @@
+//! Building and running the server: `Application::build(settings)` binds its own
+//! listener (port 0 works, for tests), starts loading models in the background
+//! (readiness flips when the default model serves), and listens for SIGHUP to
+//! reload. actix handles SIGTERM/SIGINT: stop accepting, finish in-flight, exit.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::batch::BatchConfig;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::model::device;
+use crate::registry::Registry;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    registry: Arc<Registry>,
+    metrics: Metrics,
+}
+
+impl Application {
+    /// Binds `settings.server.bind` and prepares the server; models load in the
+    /// background once the server runs. Must be called inside an actix/tokio runtime.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let metrics = Metrics::new();
+        let device = device::select(settings.batch.device)?;
+        let registry = Arc::new(Registry::new(
+            settings.models.dir.clone(),
+            settings.models.default.clone(),
+            BatchConfig {
+                max_batch_size: settings.batch.max_batch_size,
+                max_wait: settings.batch.max_wait(),
+                queue_capacity: settings.batch.queue_capacity,
+            },
+            settings.triage.clone(),
+            device,
+            metrics.clone(),
+        ));
+        let listener = TcpListener::bind(settings.server.bind)
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let max_body = settings.server.max_body_bytes;
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let shutdown = settings.server.shutdown_timeout_seconds;
+        let state = web::Data::new(AppState {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            settings: Arc::new(settings),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(api::ensure_problem_json))
+                .wrap(from_fn(api::record_metrics))
+                .configure(|cfg| api::configure(cfg, max_body))
+        })
+        .listen(listener)?
+        .workers(workers)
+        .shutdown_timeout(shutdown)
+        .run();
+
+        let loader = registry.clone();
+        tokio::task::spawn_blocking(move || {
+            loader.load_all();
+        });
+        spawn_sighup_reload(registry.clone());
+        Ok(Application {
+            port,
+            server,
+            registry,
+            metrics,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Stops the server: `graceful` finishes in-flight requests first.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+#[cfg(unix)]
+fn spawn_sighup_reload(registry: Arc<Registry>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin API");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading every model");
+            let r = registry.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload_all()).await;
+            // Coalesce a burst of signals into one reload.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup_reload(_registry: Arc<Registry>) {}
