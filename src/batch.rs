@@ -81,7 +81,12 @@ pub struct BatchHandle {
 impl BatchHandle {
     /// Starts the inference thread for `predictor`. `label` names the model in
     /// metrics and in the thread name.
-    pub fn spawn(predictor: Predictor, cfg: BatchConfig, metrics: &Metrics, label: &str) -> std::io::Result<BatchHandle> {
+    pub fn spawn(
+        predictor: Predictor,
+        cfg: BatchConfig,
+        metrics: &Metrics,
+        label: &str,
+    ) -> std::io::Result<BatchHandle> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let bm = BatchMetrics::new(metrics, label);
         let thread_metrics = bm.clone();
@@ -97,7 +102,12 @@ impl BatchHandle {
 
     /// Queues `rows` (whole cases, concatenated) and waits for the predictions, at
     /// most until `deadline`.
-    pub async fn infer(&self, rows: Vec<f32>, cases: usize, deadline: Instant) -> Result<Vec<Prediction>, InferError> {
+    pub async fn infer(
+        &self,
+        rows: Vec<f32>,
+        cases: usize,
+        deadline: Instant,
+    ) -> Result<Vec<Prediction>, InferError> {
         let (reply, rx) = oneshot::channel();
         let now = Instant::now();
         let job = Job {
@@ -115,15 +125,21 @@ impl BatchHandle {
                     self.metrics.queue_full.inc();
                     InferError::QueueFull(self.capacity)
                 }
-                TrySendError::Disconnected(_) => InferError::Failed("the inference thread has stopped".into()),
+                TrySendError::Disconnected(_) => {
+                    InferError::Failed("the inference thread has stopped".into())
+                }
             });
         }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(InferError::Failed("the inference thread dropped the request".into())),
+            Ok(Err(_)) => Err(InferError::Failed(
+                "the inference thread dropped the request".into(),
+            )),
             Err(_) => {
                 self.metrics.deadline.inc();
-                Err(InferError::DeadlineExceeded(deadline.saturating_duration_since(now)))
+                Err(InferError::DeadlineExceeded(
+                    deadline.saturating_duration_since(now),
+                ))
             }
         }
     }
@@ -170,14 +186,15 @@ fn run_batch(predictor: &Predictor, jobs: Vec<Job>, m: &BatchMetrics) {
     // Drop work nobody waits for any more, before spending compute on it.
     let mut live = Vec::with_capacity(jobs.len());
     for job in jobs {
-        m.queue_wait.observe(now.duration_since(job.enqueued).as_secs_f64());
+        m.queue_wait
+            .observe(now.duration_since(job.enqueued).as_secs_f64());
         if job.reply.is_closed() {
             m.client_gone.inc();
         } else if now >= job.deadline {
             m.deadline.inc();
-            let _ = job
-                .reply
-                .send(Err(InferError::DeadlineExceeded(job.deadline.saturating_duration_since(job.enqueued))));
+            let _ = job.reply.send(Err(InferError::DeadlineExceeded(
+                job.deadline.saturating_duration_since(job.enqueued),
+            )));
         } else {
             live.push(job);
         }
@@ -206,7 +223,10 @@ fn run_batch(predictor: &Predictor, jobs: Vec<Job>, m: &BatchMetrics) {
             }
         }
         Ok(predictions) => {
-            let msg = format!("the model returned {} predictions for {cases} cases", predictions.len());
+            let msg = format!(
+                "the model returned {} predictions for {cases} cases",
+                predictions.len()
+            );
             for job in live {
                 let _ = job.reply.send(Err(InferError::Failed(msg.clone())));
             }
@@ -218,5 +238,122 @@ fn run_batch(predictor: &Predictor, jobs: Vec<Job>, m: &BatchMetrics) {
                 let _ = job.reply.send(Err(InferError::Failed(msg.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Predictor;
+
+    fn shipped_predictor() -> Predictor {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lidc-malignancy/1");
+        Predictor::load(&dir, &candle_core::Device::Cpu).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        // A queue of one with no inference thread draining it.
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let metrics = Metrics::new();
+        let handle = BatchHandle {
+            tx,
+            capacity: 1,
+            metrics: BatchMetrics::new(&metrics, "t"),
+        };
+        let first = {
+            let h = handle.clone();
+            tokio::spawn(async move {
+                h.infer(vec![0.0; 8], 1, Instant::now() + Duration::from_millis(100))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = handle
+            .infer(vec![0.0; 8], 1, Instant::now() + Duration::from_secs(1))
+            .await;
+        assert_eq!(second, Err(InferError::QueueFull(1)));
+        assert!(matches!(
+            first.await.unwrap(),
+            Err(InferError::DeadlineExceeded(_))
+        ));
+        assert_eq!(
+            metrics
+                .rejected
+                .with_label_values(&["t", "queue_full"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            metrics.rejected.with_label_values(&["t", "deadline"]).get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_whose_client_left_are_dropped_before_compute() {
+        let metrics = Metrics::new();
+        let cfg = BatchConfig {
+            max_batch_size: 64,
+            max_wait: Duration::from_millis(150),
+            queue_capacity: 16,
+        };
+        let handle = BatchHandle::spawn(shipped_predictor(), cfg, &metrics, "t").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let gone = {
+            let h = handle.clone();
+            tokio::spawn(async move { h.infer(vec![1.0; 8], 1, deadline).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gone.abort();
+        let kept = handle.infer(vec![2.0; 16], 2, deadline).await.unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            metrics
+                .rejected
+                .with_label_values(&["t", "client_gone"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            metrics.instances.with_label_values(&["t"]).get(),
+            2,
+            "only the live request ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn queued_requests_share_one_batch_and_get_their_own_answers() {
+        let metrics = Metrics::new();
+        let cfg = BatchConfig {
+            max_batch_size: 64,
+            max_wait: Duration::from_millis(100),
+            queue_capacity: 16,
+        };
+        let predictor = shipped_predictor();
+        let rows: Vec<Vec<f32>> = (0..5)
+            .map(|i| (0..8).map(|j| (i * 8 + j) as f32).collect())
+            .collect();
+        let expected: Vec<Prediction> = rows
+            .iter()
+            .map(|r| predictor.predict(r).unwrap().remove(0))
+            .collect();
+        let handle = BatchHandle::spawn(predictor, cfg, &metrics, "t").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answers = futures_util::future::join_all(
+            rows.iter().map(|r| handle.infer(r.clone(), 1, deadline)),
+        )
+        .await;
+        for (got, want) in answers.into_iter().zip(&expected) {
+            let got = got.unwrap().remove(0);
+            for (a, b) in got.probabilities.iter().zip(&want.probabilities) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+        let batches = metrics
+            .batch_size
+            .with_label_values(&["t"])
+            .get_sample_count();
+        assert!(batches < 5, "{batches} batches for 5 queued requests");
     }
 }

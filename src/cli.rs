@@ -8,13 +8,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Overrides, Settings};
-use crate::startup::Application;
 use crate::data::csv_import::{self, CsvImport, LabelLayout};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{describe, format, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::device::{self, DeviceChoice};
 use crate::model::Predictor;
+use crate::startup::Application;
 use crate::train::{self, TrainConfig};
 
 #[derive(Debug, Parser)]
@@ -35,7 +35,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -201,7 +203,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(args: ServeArgs, threads: Option<usize>, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+fn serve(
+    args: ServeArgs,
+    threads: Option<usize>,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<()> {
     let overrides = Overrides {
         bind: args.bind,
         models_dir: args.models_dir,

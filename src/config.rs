@@ -108,7 +108,11 @@ impl Settings {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         let env_map: std::collections::HashMap<String, String> = env
@@ -142,17 +146,39 @@ impl Settings {
 
     /// The defaults alone (tests start from these).
     pub fn defaults() -> Settings {
-        Settings::load(None, Vec::new(), &Overrides::default()).expect("config/default.toml is valid")
+        Settings::load(None, Vec::new(), &Overrides::default())
+            .expect("config/default.toml is valid")
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.batch.max_batch_size > 0, "batch.max_batch_size must be positive");
-        anyhow::ensure!(self.batch.queue_capacity > 0, "batch.queue_capacity must be positive");
-        anyhow::ensure!(self.batch.request_timeout_ms > 0, "batch.request_timeout_ms must be positive");
-        anyhow::ensure!(self.server.max_instances > 0, "server.max_instances must be positive");
-        anyhow::ensure!(self.server.max_body_bytes >= 1024, "server.max_body_bytes must be at least 1024");
-        anyhow::ensure!(self.triage.reviewers >= 1, "triage.reviewers must be at least 1");
-        anyhow::ensure!(self.triage.threshold.is_finite(), "triage.threshold must be a number");
+        anyhow::ensure!(
+            self.batch.max_batch_size > 0,
+            "batch.max_batch_size must be positive"
+        );
+        anyhow::ensure!(
+            self.batch.queue_capacity > 0,
+            "batch.queue_capacity must be positive"
+        );
+        anyhow::ensure!(
+            self.batch.request_timeout_ms > 0,
+            "batch.request_timeout_ms must be positive"
+        );
+        anyhow::ensure!(
+            self.server.max_instances > 0,
+            "server.max_instances must be positive"
+        );
+        anyhow::ensure!(
+            self.server.max_body_bytes >= 1024,
+            "server.max_body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.triage.reviewers >= 1,
+            "triage.reviewers must be at least 1"
+        );
+        anyhow::ensure!(
+            self.triage.threshold.is_finite(),
+            "triage.threshold must be a number"
+        );
         Ok(())
     }
 
@@ -180,10 +206,20 @@ mod tests {
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[batch]\nmax_batch_size = 8\nthreads = 2\n[triage]\nmode = \"shadow\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "[batch]\nmax_batch_size = 8\nthreads = 2\n[triage]\nmode = \"shadow\"\n",
+        )
+        .unwrap();
         let env = vec![
-            ("TRIAGED__BATCH__MAX_BATCH_SIZE".to_string(), "16".to_string()),
-            ("TRIAGED__SERVER__BIND".to_string(), "127.0.0.1:9000".to_string()),
+            (
+                "TRIAGED__BATCH__MAX_BATCH_SIZE".to_string(),
+                "16".to_string(),
+            ),
+            (
+                "TRIAGED__SERVER__BIND".to_string(),
+                "127.0.0.1:9000".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let s = Settings::load(Some(&file), env.clone(), &Overrides::default()).unwrap();
@@ -204,11 +240,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "[batch]\nmax_batch_sise = 8\n").unwrap();
-        let e = format!("{:#}", Settings::load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Settings::load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err()
+        );
         assert!(e.contains("max_batch_sise"), "{e}");
         let env = vec![("TRIAGED__TRIAGE__MODE".to_string(), "sometimes".to_string())];
         assert!(Settings::load(None, env, &Overrides::default()).is_err());
-        let e = Settings::load(Some(Path::new("/nope.toml")), Vec::new(), &Overrides::default()).unwrap_err();
+        let e = Settings::load(
+            Some(Path::new("/nope.toml")),
+            Vec::new(),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("/nope.toml"));
     }
 }

@@ -9,7 +9,11 @@ use prometheus::{
 use crate::policy::REASON_CODES;
 
 /// Routes whose request counters exist before the first request.
-const KNOWN_ROUTES: &[&str] = &["/v1/triage", "/v1/models/{model}/triage", "/v2/models/{model}/infer"];
+const KNOWN_ROUTES: &[&str] = &[
+    "/v1/triage",
+    "/v1/models/{model}/triage",
+    "/v2/models/{model}/infer",
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -30,7 +34,8 @@ pub struct Metrics {
 
 fn latency_buckets() -> Vec<f64> {
     vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0,
     ]
 }
 
@@ -40,7 +45,9 @@ impl Metrics {
         macro_rules! register {
             ($metric:expr) => {{
                 let m = $metric.expect("metric definition is valid");
-                registry.register(Box::new(m.clone())).expect("metric registered once");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registered once");
                 m
             }};
         }

@@ -99,7 +99,10 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<Arc<LoadedModel>> {
-        self.models.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.models
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Names of the model folders on disk.
@@ -151,7 +154,10 @@ impl Registry {
         };
         let dir = self.dir.join(name).join(version);
         let loaded = self.load_bundle(name, &dir).map_err(|e| {
-            self.metrics.reloads.with_label_values(&[name, "refused"]).inc();
+            self.metrics
+                .reloads
+                .with_label_values(&[name, "refused"])
+                .inc();
             RegistryError::Refused {
                 model: name.to_string(),
                 reason: format!("{e:#}"),
@@ -167,7 +173,12 @@ impl Registry {
         };
         if let Some(old) = &previous {
             let p = old.policy.info();
-            let _ = self.metrics.model_info.remove_label_values(&[name, old.version(), &p.name, &p.version]);
+            let _ = self.metrics.model_info.remove_label_values(&[
+                name,
+                old.version(),
+                &p.name,
+                &p.version,
+            ]);
         }
         let p = loaded.policy.info();
         self.metrics
@@ -212,7 +223,11 @@ impl Registry {
             manifest.name
         );
         // The folder is the version in service, whatever model.json was trained as.
-        let version = dir.file_name().and_then(|v| v.to_str()).unwrap_or_default().to_string();
+        let version = dir
+            .file_name()
+            .and_then(|v| v.to_str())
+            .unwrap_or_default()
+            .to_string();
         if manifest.version != version {
             tracing::warn!(model = %name, folder = %version, manifest = %manifest.version, "model.json version differs from its folder; serving the folder's");
         }
@@ -224,7 +239,8 @@ impl Registry {
         predictor.predict(&probe).context("warm-up forward pass")?;
         let policy = Policy::from_settings(&self.triage);
         self.metrics.init_model(name);
-        let batcher = BatchHandle::spawn(predictor, self.batch, &self.metrics, name).context("starting the inference thread")?;
+        let batcher = BatchHandle::spawn(predictor, self.batch, &self.metrics, name)
+            .context("starting the inference thread")?;
         Ok(LoadedModel {
             manifest,
             dir: dir.to_path_buf(),

@@ -59,7 +59,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 /// Records `triaged_http_requests_total` and the request duration by route
@@ -69,13 +73,19 @@ pub async fn record_metrics(
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
     let res = next.call(req).await?.map_into_boxed_body();
     if let Some(m) = metrics {
         let status = res.status().as_u16().to_string();
-        m.http_requests.with_label_values(&[&route, &method, &status]).inc();
+        m.http_requests
+            .with_label_values(&[&route, &method, &status])
+            .inc();
         m.http_request_duration
             .with_label_values(&[&route])
             .observe(started.elapsed().as_secs_f64());
@@ -83,20 +93,22 @@ pub async fn record_metrics(
     Ok(res)
 }
 
-/// Rewrites any error response that is not already a problem document (actix's
-/// own 404/405/413 answers, extractor failures) into one, keeping its status.
+/// Rewrites any error response that is not JSON (actix's own plain-text answers,
+/// e.g. a path extractor failure) into a problem document, keeping its status.
 pub async fn ensure_problem_json(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let res = next.call(req).await?;
     let status = res.status();
-    let is_problem = res
+    // Our own answers are JSON already (problems, or a structured body such as
+    // readiness `{"ready": false}`); only actix's plain-text errors are rewritten.
+    let is_json = res
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(PROBLEM_JSON));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON) || v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return Ok(res.map_into_boxed_body());
     }
     let oip = res.request().path().starts_with("/v2");

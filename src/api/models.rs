@@ -57,7 +57,12 @@ fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
 #[get("/v1/models")]
 pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
-    let models = state.registry.list().iter().map(|m| describe(&state, m)).collect();
+    let models = state
+        .registry
+        .list()
+        .iter()
+        .map(|m| describe(&state, m))
+        .collect();
     HttpResponse::Ok().json(ModelList { models })
 }
 
@@ -71,7 +76,10 @@ pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
     )
 )]
 #[get("/v1/models/{model}")]
-pub async fn get_model(state: web::Data<AppState>, model: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_model(
+    state: web::Data<AppState>,
+    model: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let m = served_model(&state, &model)?;
     Ok(HttpResponse::Ok().json(describe(&state, &m)))
 }
@@ -89,7 +97,10 @@ pub async fn get_model(state: web::Data<AppState>, model: web::Path<String>) -> 
     )
 )]
 #[post("/v1/admin/models/{model}/reload")]
-pub async fn reload_model(state: web::Data<AppState>, model: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn reload_model(
+    state: web::Data<AppState>,
+    model: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let registry = state.registry.clone();
     let name = model.into_inner();
     // Loading reads files and runs candle: never on an actix worker.

@@ -66,8 +66,17 @@ pub struct OutputTensor {
     pub name: String,
     pub datatype: String,
     pub shape: Vec<usize>,
-    #[schema(value_type = Vec<Object>)]
+    /// Row-major values: numbers, or strings for BYTES.
+    #[schema(schema_with = any_values)]
     pub data: serde_json::Value,
+}
+
+/// Schema of a tensor's `data`: an array of any JSON values.
+fn any_values() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType};
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(SchemaType::AnyValue))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -134,7 +143,11 @@ pub async fn server_metadata() -> HttpResponse {
     })
 }
 
-fn model_for(state: &AppState, name: &str, version: Option<&str>) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+fn model_for(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
     let m = served_model(state, name)?;
     match version {
         Some(v) if !v.is_empty() && v != m.version() => Err(ApiError::NotFound(format!(
@@ -164,15 +177,39 @@ fn metadata(state: &AppState, m: &LoadedModel) -> ModelMetadata {
         },
     };
     let mut outputs = vec![
-        TensorMetadata { name: "probabilities".into(), datatype: "FP32".into(), shape: vec![-1, k] },
-        TensorMetadata { name: "disagreement".into(), datatype: "FP32".into(), shape: vec![-1] },
-        TensorMetadata { name: "uvc".into(), datatype: "FP32".into(), shape: vec![-1] },
+        TensorMetadata {
+            name: "probabilities".into(),
+            datatype: "FP32".into(),
+            shape: vec![-1, k],
+        },
+        TensorMetadata {
+            name: "disagreement".into(),
+            datatype: "FP32".into(),
+            shape: vec![-1],
+        },
+        TensorMetadata {
+            name: "uvc".into(),
+            datatype: "FP32".into(),
+            shape: vec![-1],
+        },
     ];
     if m.manifest.heads.contains(&Head::HumanError) {
-        outputs.push(TensorMetadata { name: "human_error".into(), datatype: "FP32".into(), shape: vec![-1] });
+        outputs.push(TensorMetadata {
+            name: "human_error".into(),
+            datatype: "FP32".into(),
+            shape: vec![-1],
+        });
     }
-    outputs.push(TensorMetadata { name: "class".into(), datatype: "INT64".into(), shape: vec![-1] });
-    outputs.push(TensorMetadata { name: "route".into(), datatype: "BYTES".into(), shape: vec![-1] });
+    outputs.push(TensorMetadata {
+        name: "class".into(),
+        datatype: "INT64".into(),
+        shape: vec![-1],
+    });
+    outputs.push(TensorMetadata {
+        name: "route".into(),
+        datatype: "BYTES".into(),
+        shape: vec![-1],
+    });
     ModelMetadata {
         name: m.name().to_string(),
         versions: state.registry.versions_on_disk(m.name()),
@@ -189,7 +226,10 @@ fn metadata(state: &AppState, m: &LoadedModel) -> ModelMetadata {
     responses((status = 200, body = ModelMetadata), (status = 404, body = Problem, content_type = "application/problem+json"))
 )]
 #[get("/v2/models/{model}")]
-pub async fn model_metadata(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, OipError> {
+pub async fn model_metadata(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, OipError> {
     let m = model_for(&state, &path, None)?;
     Ok(HttpResponse::Ok().json(metadata(&state, &m)))
 }
@@ -211,7 +251,10 @@ pub async fn model_version_metadata(
     responses((status = 200, body = Ready), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json"))
 )]
 #[get("/v2/models/{model}/ready")]
-pub async fn model_ready(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, OipError> {
+pub async fn model_ready(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, OipError> {
     model_for(&state, &path, None)?;
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
 }
@@ -271,20 +314,27 @@ async fn run_infer(
     let model = model_for(state, name, version)?;
     let (json, binary) = split_binary(headers, body)?;
     let request: InferRequest = serde_json::from_slice(json).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::BadRequest(format!("inference request does not match the protocol: {e}")),
+        serde_json::error::Category::Data => ApiError::BadRequest(format!(
+            "inference request does not match the protocol: {e}"
+        )),
         _ => ApiError::BadRequest(format!("inference request is not valid JSON: {e}")),
     })?;
     let InputSchema::Features { features } = &model.manifest.input else {
-        return Err(ApiError::BadRequest(format!("model '{name}' takes images; this server's v2 image input is not available for it")));
+        return Err(ApiError::BadRequest(format!(
+            "model '{name}' takes images; this server's v2 image input is not available for it"
+        )));
     };
     let dim = features.len();
     let input = match request.inputs.as_slice() {
         [one] => one,
-        [] => return Err(ApiError::BadRequest("'inputs' is empty: send the 'features' tensor".into())),
-        many => many
-            .iter()
-            .find(|t| t.name == "features")
-            .ok_or_else(|| ApiError::BadRequest("several inputs and none named 'features'".into()))?,
+        [] => {
+            return Err(ApiError::BadRequest(
+                "'inputs' is empty: send the 'features' tensor".into(),
+            ))
+        }
+        many => many.iter().find(|t| t.name == "features").ok_or_else(|| {
+            ApiError::BadRequest("several inputs and none named 'features'".into())
+        })?,
     };
     let values = tensor_values(input, binary)?;
     let cases = match input.shape.as_slice() {
@@ -338,7 +388,10 @@ async fn run_infer(
             name: "probabilities".into(),
             datatype: "FP32".into(),
             shape: vec![cases, k],
-            data: predictions.iter().flat_map(|p| p.probabilities.iter().copied()).collect(),
+            data: predictions
+                .iter()
+                .flat_map(|p| p.probabilities.iter().copied())
+                .collect(),
         },
         OutputTensor {
             name: "disagreement".into(),
@@ -358,7 +411,10 @@ async fn run_infer(
             name: "human_error".into(),
             datatype: "FP32".into(),
             shape: vec![cases],
-            data: predictions.iter().map(|p| p.human_error.unwrap_or(f32::NAN)).collect(),
+            data: predictions
+                .iter()
+                .map(|p| p.human_error.unwrap_or(f32::NAN))
+                .collect(),
         });
     }
     outputs.push(OutputTensor {
@@ -374,8 +430,14 @@ async fn run_infer(
         data: decisions.iter().map(|d| d.route.name()).collect(),
     });
     if let Some(wanted) = &request.outputs {
-        if let Some(unknown) = wanted.iter().find(|w| !outputs.iter().any(|o| o.name == w.name)) {
-            return Err(ApiError::BadRequest(format!("unknown output '{}'", unknown.name)));
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|w| !outputs.iter().any(|o| o.name == w.name))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "unknown output '{}'",
+                unknown.name
+            )));
         }
         outputs.retain(|o| wanted.iter().any(|w| w.name == o.name));
     }
@@ -455,10 +517,12 @@ fn tensor_values(t: &InputTensor, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
             .collect();
         return Ok(values);
     }
-    let data = t
-        .data
-        .as_ref()
-        .ok_or_else(|| ApiError::BadRequest(format!("input '{}' has neither 'data' nor binary data", t.name)))?;
+    let data = t.data.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "input '{}' has neither 'data' nor binary data",
+            t.name
+        ))
+    })?;
     let mut out = Vec::new();
     flatten(data, &t.name, &mut out)?;
     Ok(out)

@@ -7,7 +7,10 @@ use super::{models, oip, ops, problem, triage};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "triaged", description = "Triage: automate a model's answer or route the case to human review, with predicted human disagreement."),
+    info(
+        title = "triaged",
+        description = "Triage: automate a model's answer or route the case to human review, with predicted human disagreement."
+    ),
     paths(
         triage::triage_default,
         triage::triage_named,

@@ -90,7 +90,12 @@ impl ResponseError for ApiError {
 
 /// Writes a problem document. `with_error_field` adds `"error": detail`, the
 /// member Open Inference Protocol clients read.
-pub fn problem_response(status: StatusCode, slug: &str, detail: &str, with_error_field: bool) -> HttpResponse {
+pub fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    detail: &str,
+    with_error_field: bool,
+) -> HttpResponse {
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         tracing::error!(status = status.as_u16(), detail, "request failed");
     }
@@ -106,7 +111,10 @@ pub fn problem_response(status: StatusCode, slug: &str, detail: &str, with_error
     let mut resp = HttpResponse::build(status);
     resp.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.insert_header((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS)));
+        resp.insert_header((
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        ));
     }
     resp.body(body.to_string())
 }
@@ -134,14 +142,21 @@ impl ResponseError for OipError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        problem_response(self.0.status_code(), self.0.slug(), &self.0.to_string(), true)
+        problem_response(
+            self.0.status_code(),
+            self.0.slug(),
+            &self.0.to_string(),
+            true,
+        )
     }
 }
 
 impl From<InferError> for ApiError {
     fn from(e: InferError) -> Self {
         match e {
-            InferError::QueueFull(_) | InferError::DeadlineExceeded(_) => ApiError::Unavailable(e.to_string()),
+            InferError::QueueFull(_) | InferError::DeadlineExceeded(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             InferError::Failed(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -152,9 +167,13 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
     use actix_web::error::JsonPayloadError as J;
     match err {
         J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::PayloadTooLarge { limit },
-        J::ContentType => ApiError::UnsupportedMediaType("the body must be application/json".into()),
+        J::ContentType => {
+            ApiError::UnsupportedMediaType("the body must be application/json".into())
+        }
         J::Deserialize(e) => match e.classify() {
-            serde_json::error::Category::Data => ApiError::Unprocessable(format!("request body does not match the schema: {e}")),
+            serde_json::error::Category::Data => {
+                ApiError::Unprocessable(format!("request body does not match the schema: {e}"))
+            }
             _ => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
         },
         J::Payload(e) => match e {

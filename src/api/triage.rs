@@ -90,9 +90,15 @@ pub struct Uncertainty {
 
 /// Turns the instances into one row-major block of feature values, or says
 /// exactly which value of which instance is wrong.
-pub fn parse_feature_rows(instances: &[Instance], model: &LoadedModel, max_instances: usize) -> Result<Vec<f32>, ApiError> {
+pub fn parse_feature_rows(
+    instances: &[Instance],
+    model: &LoadedModel,
+    max_instances: usize,
+) -> Result<Vec<f32>, ApiError> {
     if instances.is_empty() {
-        return Err(ApiError::Unprocessable("'instances' is empty: send at least one case".into()));
+        return Err(ApiError::Unprocessable(
+            "'instances' is empty: send at least one case".into(),
+        ));
     }
     if instances.len() > max_instances {
         return Err(ApiError::Unprocessable(format!(
@@ -101,7 +107,10 @@ pub fn parse_feature_rows(instances: &[Instance], model: &LoadedModel, max_insta
         )));
     }
     let InputSchema::Features { features: names } = &model.manifest.input else {
-        return Err(ApiError::Unprocessable(format!("model '{}' takes images: send 'image'", model.name())));
+        return Err(ApiError::Unprocessable(format!(
+            "model '{}' takes images: send 'image'",
+            model.name()
+        )));
     };
     let dim = names.len();
     let mut rows = Vec::with_capacity(instances.len() * dim);
@@ -123,7 +132,9 @@ pub fn parse_feature_rows(instances: &[Instance], model: &LoadedModel, max_insta
         };
         match &inst.features {
             None => {
-                return Err(ApiError::Unprocessable(format!("instances[{i}]: 'features' is missing")));
+                return Err(ApiError::Unprocessable(format!(
+                    "instances[{i}]: 'features' is missing"
+                )));
             }
             Some(serde_json::Value::Array(values)) => {
                 if values.len() != dim {
@@ -148,7 +159,9 @@ pub fn parse_feature_rows(instances: &[Instance], model: &LoadedModel, max_insta
                 }
                 for (j, name) in names.iter().enumerate() {
                     let v = map.get(name).ok_or_else(|| {
-                        ApiError::Unprocessable(format!("instances[{i}].features: missing feature '{name}'"))
+                        ApiError::Unprocessable(format!(
+                            "instances[{i}].features: missing feature '{name}'"
+                        ))
                     })?;
                     rows.push(value(j, v)?);
                 }
@@ -183,17 +196,28 @@ pub fn served_model(state: &AppState, name: &str) -> Result<std::sync::Arc<Loade
     if state.registry.versions_on_disk(name).is_empty() {
         Err(ApiError::NotFound(format!("no model named '{name}'")))
     } else {
-        Err(ApiError::Unavailable(format!("model '{name}' is not loaded")))
+        Err(ApiError::Unavailable(format!(
+            "model '{name}' is not loaded"
+        )))
     }
 }
 
 /// Runs cases through `model` and returns predictions with the deadline applied.
-pub async fn predict(state: &AppState, model: &LoadedModel, rows: Vec<f32>, cases: usize) -> Result<Vec<Prediction>, ApiError> {
+pub async fn predict(
+    state: &AppState,
+    model: &LoadedModel,
+    rows: Vec<f32>,
+    cases: usize,
+) -> Result<Vec<Prediction>, ApiError> {
     let deadline = Instant::now() + state.settings.batch.request_timeout();
     Ok(model.batcher.infer(rows, cases, deadline).await?)
 }
 
-async fn triage(state: &AppState, name: &str, req: TriageRequest) -> Result<TriageResponse, ApiError> {
+async fn triage(
+    state: &AppState,
+    name: &str,
+    req: TriageRequest,
+) -> Result<TriageResponse, ApiError> {
     let model = served_model(state, name)?;
     let rows = parse_feature_rows(&req.instances, &model, state.settings.server.max_instances)?;
     let predictions = predict(state, &model, rows, req.instances.len()).await?;
@@ -275,7 +299,10 @@ pub async fn triage_named(
     )
 )]
 #[post("/v1/triage")]
-pub async fn triage_default(state: web::Data<AppState>, body: web::Json<TriageRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn triage_default(
+    state: web::Data<AppState>,
+    body: web::Json<TriageRequest>,
+) -> Result<HttpResponse, ApiError> {
     let name = state.registry.default_model().to_string();
     let resp = triage(&state, &name, body.into_inner()).await?;
     Ok(HttpResponse::Ok().json(resp))

@@ -106,7 +106,12 @@ enum Rule {
 }
 
 /// Reason codes (bounded set: they are metric labels).
-pub const REASON_CODES: &[&str] = &["score_below_threshold", "score_at_or_above_threshold", "shadow_mode", "automate_all_mode"];
+pub const REASON_CODES: &[&str] = &[
+    "score_below_threshold",
+    "score_at_or_above_threshold",
+    "shadow_mode",
+    "automate_all_mode",
+];
 
 impl Policy {
     /// The threshold policy configured under `[triage]`.
@@ -123,7 +128,15 @@ impl Policy {
             },
             info: PolicyInfo {
                 name: "threshold".into(),
-                version: format!("config:{}:{}>={}", serde_json::to_value(t.mode).unwrap_or_default().as_str().unwrap_or(""), t.score.name(), t.threshold),
+                version: format!(
+                    "config:{}:{}>={}",
+                    serde_json::to_value(t.mode)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or(""),
+                    t.score.name(),
+                    t.threshold
+                ),
                 parameters,
             },
         }
@@ -165,7 +178,11 @@ impl Policy {
             TriageMode::Policy => own,
             TriageMode::Shadow => Decision {
                 route: Route::Review,
-                reason: format!("shadow mode: every case is reviewed; the policy would {} ({})", own.route.name(), own.reason),
+                reason: format!(
+                    "shadow mode: every case is reviewed; the policy would {} ({})",
+                    own.route.name(),
+                    own.reason
+                ),
                 reason_code: "shadow_mode",
                 reviewers: own.reviewers.max(1),
                 policy_route: Some(own.route),
@@ -173,7 +190,11 @@ impl Policy {
             },
             TriageMode::AutomateAll => Decision {
                 route: Route::Automate,
-                reason: format!("automate_all mode; the policy would {} ({})", own.route.name(), own.reason),
+                reason: format!(
+                    "automate_all mode; the policy would {} ({})",
+                    own.route.name(),
+                    own.reason
+                ),
                 reason_code: "automate_all_mode",
                 reviewers: 0,
                 policy_route: Some(own.route),
@@ -211,14 +232,25 @@ mod tests {
         assert_eq!(p.decide(&pred(0.5, vec![0.9, 0.1])).reviewers, 2);
         let d = p.decide(&pred(0.49, vec![0.9, 0.1]));
         assert_eq!((d.route, d.reviewers), (Route::Automate, 0));
-        assert!(d.reason.contains("dup 0.4900 < threshold 0.5"), "{}", d.reason);
+        assert!(
+            d.reason.contains("dup 0.4900 < threshold 0.5"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
     fn confidence_score_is_model_error() {
-        let p = Policy::from_settings(&settings(TriageMode::Policy, ThresholdScore::Confidence, 0.3));
+        let p = Policy::from_settings(&settings(
+            TriageMode::Policy,
+            ThresholdScore::Confidence,
+            0.3,
+        ));
         assert_eq!(p.decide(&pred(0.0, vec![0.65, 0.35])).route, Route::Review);
-        assert_eq!(p.decide(&pred(0.9, vec![0.75, 0.25])).route, Route::Automate);
+        assert_eq!(
+            p.decide(&pred(0.9, vec![0.75, 0.25])).route,
+            Route::Automate
+        );
     }
 
     #[test]
@@ -229,6 +261,9 @@ mod tests {
         assert_eq!(d.policy_route, Some(Route::Automate));
         let p = Policy::from_settings(&settings(TriageMode::AutomateAll, ThresholdScore::Dup, 0.5));
         let d = p.decide(&pred(0.9, vec![0.9, 0.1]));
-        assert_eq!((d.route, d.policy_route), (Route::Automate, Some(Route::Review)));
+        assert_eq!(
+            (d.route, d.policy_route),
+            (Route::Automate, Some(Route::Review))
+        );
     }
 }

@@ -1,0 +1,13 @@
+//! HTTP API tests against a real server on port 0 (one test binary, modules by
+//! resource).
+
+mod helpers;
+
+mod errors;
+mod lifecycle;
+mod metrics;
+mod models;
+mod oip;
+mod openapi;
+mod reload;
+mod triage;
