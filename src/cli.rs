@@ -14,6 +14,8 @@ use crate::data::{describe, format, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::device::{self, DeviceChoice};
 use crate::model::Predictor;
+use crate::policy::calibrate::{self, CalibrateConfig};
+use crate::policy::spec as policy_spec;
 use crate::startup::Application;
 use crate::train::{self, TrainConfig};
 
@@ -55,6 +57,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model bundle on a split of a data set.
     Eval(EvalArgs),
+    /// Calibrate a triage policy on a data set and write policy.json into the bundle.
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +151,19 @@ pub struct TrainArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Bundle folder `models/<name>/<version>/`; policy.json is written here.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, env = "TRIAGED_DEVICE")]
+    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub config: CalibrateConfig,
+}
+
+#[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Bundle folder `models/<name>/<version>/`.
     #[arg(long)]
@@ -161,6 +178,9 @@ pub struct EvalArgs {
     /// than one group, e.g. benign vs malignant ratings: `--class-groups 0,1,2/3,4`.
     #[arg(long)]
     pub class_groups: Option<String>,
+    /// Also apply the bundle's policy.json and report what it does.
+    #[arg(long)]
+    pub policy: bool,
     /// Report folder (report.json, predictions.csv, report.html, plots).
     #[arg(long)]
     pub out: PathBuf,
@@ -200,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
+        Command::Calibrate(args) => run_calibrate(args),
     }
 }
 
@@ -278,6 +299,36 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+    let device = device::select(args.device)?;
+    let predictor = Predictor::load(&args.model, &device)?;
+    let data = format::load(&args.data)?;
+    let spec = calibrate::calibrate(&predictor, &data, &args.data, &args.config)?;
+    policy_spec::write(&args.model, &spec)?;
+    println!(
+        "wrote {} ({} policy, version {})",
+        args.model.join(policy_spec::POLICY_FILE).display(),
+        spec.rule.kind(),
+        spec.version()
+    );
+    if let policy_spec::RuleSpec::Risk { certificate: c } = &spec.rule {
+        match c.tau {
+            Some(t) => println!(
+                "certificate: error of automated cases <= {} with probability >= {}; tau {t:.4}, n_cal {}, expected automation {:.3}",
+                c.alpha,
+                1.0 - c.delta,
+                c.n_cal,
+                c.automation_rate
+            ),
+            None => println!(
+                "certificate: no threshold certified at alpha {}, delta {} (n_cal {}): the policy reviews every case",
+                c.alpha, c.delta, c.n_cal
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn parse_groups(raw: Option<&str>) -> anyhow::Result<Option<Vec<Vec<usize>>>> {
     let Some(raw) = raw else { return Ok(None) };
     let groups = raw
@@ -307,7 +358,21 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         split: args.split,
         class_groups: parse_groups(args.class_groups.as_deref())?,
     };
-    let evaluation = eval::evaluate(&predictor, &data, &opts)?;
+    let mut evaluation = eval::evaluate(&predictor, &data, &opts)?;
+    if args.policy {
+        let spec = policy_spec::read(&args.model)?.with_context(|| {
+            format!(
+                "{} has no policy.json: run `triaged calibrate --model {}` first",
+                args.model.display(),
+                args.model.display()
+            )
+        })?;
+        evaluation.report.policy = Some(eval::policy_eval::evaluate_policy(
+            &spec,
+            &evaluation.cases,
+            &data,
+        ));
+    }
     eval::report::write_all(&evaluation, &args.out)?;
     print!("{}", eval::report::summary_table(&evaluation.report));
     println!(

@@ -8,7 +8,8 @@
 //!   preprocessing, the on-disk bundle, device selection, the loaded predictor.
 //! - [`train`]: AdamW training, early stopping, temperature scaling.
 //! - [`eval`]: metrics, the triage curve, reports and plots.
-//! - [`policy`]: triage decisions (automate / review, why, how many reviewers).
+//! - [`policy`]: triage decisions (automate / review, why, how many reviewers),
+//!   calibrated policies and certificates; [`stats`]: exact binomial statistics.
 //! - [`config`]: layered settings; [`startup`]: `Application::build`;
 //!   [`registry`]: served models and atomic reload; [`batch`]: the batching queue
 //!   and inference thread; [`api`]: HTTP routes and problem+json errors;
@@ -27,5 +28,6 @@ pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod startup;
+pub mod stats;
 pub mod telemetry;
 pub mod train;

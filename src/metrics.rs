@@ -2,8 +2,8 @@
 //! unit suffix, registered in one registry, and used through this handle.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::policy::REASON_CODES;
@@ -30,6 +30,9 @@ pub struct Metrics {
     pub model_info: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub ready: Gauge,
+    pub audit_outcomes: IntCounterVec,
+    pub audit_error_bound: GaugeVec,
+    pub policy_fallback: IntGaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -104,6 +107,21 @@ impl Metrics {
                 &["model", "outcome"]
             )),
             ready: register!(Gauge::new("triaged_ready", "1 when the default model is loaded and the server is ready.")),
+            audit_outcomes: register!(IntCounterVec::new(
+                Opts::new("triaged_audit_outcomes_total", "Audited automated cases with a known outcome, by whether the model was right."),
+                &["model", "outcome"]
+            )),
+            audit_error_bound: register!(GaugeVec::new(
+                Opts::new(
+                    "triaged_audit_error_rate",
+                    "Exact (Clopper-Pearson) 95% bounds on the error rate of automated cases, from audits."
+                ),
+                &["model", "bound"]
+            )),
+            policy_fallback: register!(IntGaugeVec::new(
+                Opts::new("triaged_policy_fallback", "1 when audits showed the automated error above alpha and every case goes to review."),
+                &["model"]
+            )),
             registry,
         };
         for route in KNOWN_ROUTES {
@@ -138,6 +156,12 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding of gathered metrics");
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 

@@ -237,7 +237,9 @@ impl Registry {
         // Warm-up: one forward pass proves the weights run before the swap.
         let probe = vec![0.0f32; manifest.input_dim()];
         predictor.predict(&probe).context("warm-up forward pass")?;
-        let policy = Policy::from_settings(&self.triage);
+        // Model and policy load together: a broken policy.json refuses the bundle.
+        let policy =
+            Policy::for_bundle(dir, &self.triage)?.with_metrics(self.metrics.clone(), name);
         self.metrics.init_model(name);
         let batcher = BatchHandle::spawn(predictor, self.batch, &self.metrics, name)
             .context("starting the inference thread")?;

@@ -202,3 +202,159 @@ fn eval_of_a_missing_split_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn calibrate_writes_a_policy_and_eval_reports_what_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("synth.safetensors");
+    let bundle = dir.path().join("models/synth/1");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        s(&data),
+        "--seed",
+        "5",
+        "--cases",
+        "2000",
+    ]);
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&bundle),
+        "--seed",
+        "5",
+        "--epochs",
+        "30",
+        "--ensemble",
+        "2",
+    ]);
+    let out = ok(&[
+        "calibrate",
+        "--model",
+        s(&bundle),
+        "--data",
+        s(&data),
+        "--policy",
+        "risk",
+        "--alpha",
+        "0.1",
+        "--delta",
+        "0.1",
+    ]);
+    assert!(out.contains("certificate"), "{out}");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("policy.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec["rule"]["kind"], "risk");
+    assert_eq!(spec["calibration"]["split"], "calibration");
+
+    let report_dir = dir.path().join("r");
+    let table = ok(&[
+        "eval",
+        "--model",
+        s(&bundle),
+        "--data",
+        s(&data),
+        "--split",
+        "test",
+        "--policy",
+        "--out",
+        s(&report_dir),
+    ]);
+    assert!(
+        table.contains("certificate") && table.contains("realized"),
+        "{table}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
+            .unwrap();
+    let p = &r["policy"];
+    assert_eq!(p["certificate"]["alpha"], 0.1);
+    assert_eq!(p["certificate"]["delta"], 0.1);
+    assert!(p["certificate"]["n_cal"].as_u64().unwrap() > 100);
+    assert!(p["certificate"]["tau"].is_number(), "{p}");
+    let automation = p["automation_rate"].as_f64().unwrap();
+    assert!(automation > 0.1, "{p}");
+    let selective = p["selective_error"].as_f64().unwrap();
+    assert!(selective <= p["selective_error_upper"].as_f64().unwrap());
+    assert!(
+        selective < 0.1 + 0.05,
+        "held-out selective error {selective}"
+    );
+    assert!(p["total_error"].is_number());
+    assert!(std::fs::read_to_string(report_dir.join("report.html"))
+        .unwrap()
+        .contains("Certificate"));
+
+    // A budget policy reviews about the fraction asked for.
+    ok(&[
+        "calibrate",
+        "--model",
+        s(&bundle),
+        "--data",
+        s(&data),
+        "--policy",
+        "budget",
+        "--review-fraction",
+        "0.3",
+    ]);
+    ok(&[
+        "eval",
+        "--model",
+        s(&bundle),
+        "--data",
+        s(&data),
+        "--split",
+        "test",
+        "--policy",
+        "--out",
+        s(&report_dir),
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
+            .unwrap();
+    let automation = r["policy"]["automation_rate"].as_f64().unwrap();
+    assert!(
+        (automation - 0.7).abs() < 0.06,
+        "budget 0.3 -> automation {automation}"
+    );
+    assert!(r["policy"]["certificate"].is_null());
+}
+
+#[test]
+fn eval_policy_without_a_policy_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("synth.safetensors");
+    let bundle = dir.path().join("models/synth/1");
+    ok(&["data", "synth", "--out", s(&data), "--cases", "300"]);
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&bundle),
+        "--epochs",
+        "2",
+        "--ensemble",
+        "1",
+    ]);
+    let out = triaged(&[
+        "eval",
+        "--model",
+        s(&bundle),
+        "--data",
+        s(&data),
+        "--policy",
+        "--out",
+        s(&dir.path().join("r")),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no policy.json") && err.contains("triaged calibrate"),
+        "{err}"
+    );
+}

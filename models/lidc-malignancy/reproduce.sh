@@ -8,7 +8,8 @@
 # splits, and prints, per seed, the ROC-AUC of DUP and UVC for detecting a
 # benign/malignant split among readers (some reader rates 1-3, another 4-5).
 # "chosen" is the better of DUP and UVC on the calibration split, reported on test.
-#   --ship   also copy the seed-0 bundle to models/lidc-malignancy/1/
+#   --ship   also copy the first seed's bundle to models/lidc-malignancy/1/ and
+#            calibrate its risk-controlled policy (alpha 0.05, delta 0.1) into it
 #   --check  exit 1 unless every seed has test DUP >= 0.65 and chosen >= 0.70
 # Env: TRIAGED_BIN (default ./target/release/triaged), SHARED (default ../shared),
 #      WORK (default a temporary folder).
@@ -85,5 +86,6 @@ m = json.load(open(sys.argv[1])); m["name"], m["version"] = "lidc-malignancy", "
 m["training"]["data_file"] = "../shared/data/lidc/nodules.csv (>= 3 readers, via reproduce.sh)"
 json.dump(m, open(sys.argv[1], "w"), indent=2)
 PY
+  "$BIN" calibrate --model "$dest" --data "$data" --policy risk --alpha 0.05 --delta 0.1
   echo "shipped seed ${seeds[0]} to $dest"
 fi

@@ -44,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(models::list_models)
     .service(models::get_model)
     .service(models::reload_model)
+    .service(models::record_audit)
     .service(oip::live)
     .service(oip::ready)
     .service(oip::server_metadata)

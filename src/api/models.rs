@@ -9,6 +9,7 @@ use super::problem::{ApiError, Problem};
 use super::triage::served_model;
 use super::AppState;
 use crate::model::{Head, InputSchema};
+use crate::policy::audit::AuditStatus;
 use crate::policy::PolicyInfo;
 use crate::registry::{LoadedModel, RegistryError, ReloadOutcome};
 
@@ -27,6 +28,8 @@ pub struct ModelDescription {
     #[schema(value_type = Object)]
     pub input: InputSchema,
     pub policy: PolicyInfo,
+    /// Audits of automated cases so far, and whether the policy fell back to review-all.
+    pub audit: AuditStatus,
     pub temperature: f64,
     /// Evaluation summaries recorded in the bundle, by split.
     #[schema(value_type = Object)]
@@ -48,6 +51,7 @@ fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
         heads: m.manifest.heads.clone(),
         input: m.manifest.input.clone(),
         policy: m.policy.info().clone(),
+        audit: m.policy.audit_status(),
         temperature: m.manifest.temperature,
         metrics: m.manifest.metrics.clone(),
     }
@@ -112,4 +116,41 @@ pub async fn reload_model(
         Err(e @ RegistryError::UnknownModel(_)) => Err(ApiError::NotFound(e.to_string())),
         Err(e @ RegistryError::Refused { .. }) => Err(ApiError::Conflict(e.to_string())),
     }
+}
+
+/// Outcomes of audited automated cases, reported by a reviewer tool.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditOutcomes {
+    /// Audited cases where the model's answer was right.
+    pub correct: u64,
+    /// Audited cases where the model's answer was wrong.
+    pub wrong: u64,
+}
+
+/// Record outcomes of audited cases for the version in service. When the audited
+/// error's exact lower bound exceeds α, the policy falls back to review-all.
+#[utoipa::path(
+    post, path = "/v1/admin/models/{model}/audit", tag = "admin",
+    params(("model" = String, Path, description = "Model name")),
+    request_body = AuditOutcomes,
+    responses(
+        (status = 200, body = AuditStatus),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/admin/models/{model}/audit")]
+pub async fn record_audit(
+    state: web::Data<AppState>,
+    model: web::Path<String>,
+    body: web::Json<AuditOutcomes>,
+) -> Result<HttpResponse, ApiError> {
+    let m = served_model(&state, &model)?;
+    if body.correct == 0 && body.wrong == 0 {
+        return Err(ApiError::Unprocessable(
+            "report at least one outcome".into(),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(m.policy.record_audit(body.correct, body.wrong)))
 }

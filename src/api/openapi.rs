@@ -17,6 +17,7 @@ use super::{models, oip, ops, problem, triage};
         models::list_models,
         models::get_model,
         models::reload_model,
+        models::record_audit,
         oip::live,
         oip::ready,
         oip::server_metadata,

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::model::{InputSchema, Prediction};
-use crate::policy::{Decision, PolicyInfo};
+use crate::policy::Decision;
 use crate::registry::LoadedModel;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,10 +46,17 @@ pub struct ModelRef {
     pub version: String,
 }
 
+/// The policy that made every decision of a response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyRef {
+    pub name: String,
+    pub version: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TriageResponse {
     pub model: ModelRef,
-    pub policy: PolicyInfo,
+    pub policy: PolicyRef,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// One result per instance, in request order.
@@ -254,7 +261,10 @@ async fn triage(
             name: model.name().to_string(),
             version: model.version().to_string(),
         },
-        policy: model.policy.info().clone(),
+        policy: PolicyRef {
+            name: model.policy.info().name.clone(),
+            version: model.policy.info().version.clone(),
+        },
         request_id: req.request_id,
         results,
     })

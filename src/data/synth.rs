@@ -112,20 +112,27 @@ pub fn generate(cfg: &SynthConfig, seed: u64) -> anyhow::Result<Dataset> {
     for i in 0..n {
         let (mean, kind) = &clusters[rng.gen_range(0..clusters.len())];
         values.extend(mean.iter().map(|m| (m + noise.sample(&mut rng)) as f32));
-        // The case's own label distribution p over classes.
+        // The case's own label distribution p over classes, and its true class:
+        // annotators err around the truth in clean and hidden clusters; in
+        // ambiguous ones the truth itself is a draw from the split.
         let mut p = vec![0.0; k];
-        match *kind {
-            ClusterKind::Clean { class } => noisy_one_hot(&mut p, class, acc),
+        let truth = match *kind {
+            ClusterKind::Clean { class } => {
+                noisy_one_hot(&mut p, class, acc);
+                class
+            }
             ClusterKind::Hidden { a, b } => {
-                noisy_one_hot(&mut p, if rng.gen_bool(0.5) { a } else { b }, acc)
+                let class = if rng.gen_bool(0.5) { a } else { b };
+                noisy_one_hot(&mut p, class, acc);
+                class
             }
             ClusterKind::Ambiguous { a, b } => {
                 let w = rng.gen_range(0.3..0.7);
                 p[a] = w;
                 p[b] = 1.0 - w;
+                sample_class(&p, &mut rng)
             }
-        }
-        let truth = sample_class(&p, &mut rng);
+        };
         reference.push(truth as i64);
         let annotators = rng.gen_range(cfg.min_annotators..=cfg.max_annotators);
         for _ in 0..annotators {

@@ -5,6 +5,7 @@
 
 pub mod metrics;
 pub mod plots;
+pub mod policy_eval;
 pub mod report;
 pub mod triage_curve;
 
@@ -109,9 +110,9 @@ pub struct Report {
     pub classification: Classification,
     pub disagreement: Disagreement,
     pub triage_curve: TriageCurve,
-    /// Filled by `eval --policy` (policy issue).
+    /// Filled by `eval --policy`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<serde_json::Value>,
+    pub policy: Option<policy_eval::PolicyReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]

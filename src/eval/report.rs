@@ -114,6 +114,32 @@ pub fn summary_table(r: &Report) -> String {
     if let Some(gap) = d.dup_minus_uvc_auc_any {
         let _ = writeln!(s, "  DUP - UVC AUC(D>0): {gap:+.3}");
     }
+    if let Some(p) = &r.policy {
+        let _ = writeln!(s, "policy {} ({})", p.name, p.version);
+        if let Some(c) = &p.certificate {
+            let _ = writeln!(
+                s,
+                "  certificate  alpha {}  delta {}  n_cal {}  tau {}  expected automation {:.3}",
+                c.alpha,
+                c.delta,
+                c.n_cal,
+                c.tau.map_or("none".to_string(), |t| format!("{t:.4}")),
+                c.automation_rate
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  realized     automation {:.3} ({}/{})  selective error {} (95% CI {:.3}-{:.3})  total error {:.4}  reviewers/reviewed {}",
+            p.automation_rate,
+            p.automated,
+            p.n,
+            fmt_opt(p.selective_error),
+            p.selective_error_lower,
+            p.selective_error_upper,
+            p.total_error,
+            fmt_opt(p.mean_reviewers)
+        );
+    }
     let _ = writeln!(
         s,
         "triage curve (total error; model alone {:.3}, one human alone {:.3})",
@@ -226,12 +252,43 @@ fn html(r: &Report, images: &[(String, String)]) -> String {
         );
     }
     h.push_str("</table>");
-    if let Some(policy) = &r.policy {
+    if let Some(p) = &r.policy {
         let _ = write!(
             h,
-            "<h2>Policy</h2><pre>{}</pre>",
-            esc(&serde_json::to_string_pretty(policy).unwrap_or_default())
+            "<h2>Policy {} ({})</h2><table><tr><th>measure</th><th>value</th></tr>\
+             <tr><td>automation rate</td><td>{:.4} ({} of {})</td></tr>\
+             <tr><td>error of automated cases</td><td>{} (95% CI {:.4}–{:.4})</td></tr>\
+             <tr><td>total error, reviewers on the rest</td><td>{:.4}</td></tr>\
+             <tr><td>reviewers' error on reviewed cases</td><td>{}</td></tr>\
+             <tr><td>mean reviewers per reviewed case</td><td>{}</td></tr></table>",
+            esc(&p.name),
+            esc(&p.version),
+            p.automation_rate,
+            p.automated,
+            p.n,
+            fmt_opt(p.selective_error),
+            p.selective_error_lower,
+            p.selective_error_upper,
+            p.total_error,
+            fmt_opt(p.reviewed_error),
+            fmt_opt(p.mean_reviewers)
         );
+        if let Some(c) = &p.certificate {
+            let _ = write!(
+                h,
+                "<p>Certificate: with probability ≥ {:.3}, the error of automated cases is ≤ α = {}; \
+                 τ = {}, certified on n<sub>cal</sub> = {} calibration cases ({} automated, {} errors), \
+                 expected automation {:.4}. {}</p>",
+                1.0 - c.delta,
+                c.alpha,
+                c.tau.map_or("none (review everything)".to_string(), |t| format!("{t:.4}")),
+                c.n_cal,
+                c.automated,
+                c.errors,
+                c.automation_rate,
+                esc(&c.method)
+            );
+        }
     }
     h.push_str("<h2>Plots</h2>");
     for (file, caption) in images {

@@ -1,14 +1,36 @@
 //! Triage policies (DESIGN §1): turn a [`Prediction`] into a [`Decision`] —
-//! automate or send to review, why, and how many reviewers. Every decision carries
-//! the policy's name and version so it can be audited later.
+//! automate or send to review, why, and how many reviewers — with audit sampling
+//! watching the automated error rate. Every decision carries the policy's name and
+//! version so it can be audited later.
+//!
+//! - [`spec`]: `policy.json` in the bundle (written by `triaged calibrate`);
+//! - [`calibrate`]: building a spec from calibration data;
+//! - [`risk`]: the risk-controlled certificate; [`budget`]: the online quantile;
+//! - [`audit`]: the audited error monitor and its fall-back.
+
+pub mod audit;
+pub mod budget;
+pub mod calibrate;
+pub mod risk;
+pub mod spec;
+
+use std::path::Path;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{TriageMode, TriageSettings};
+use crate::metrics::Metrics;
 use crate::model::Prediction;
+use crate::stats::majority_vote_error;
+use audit::{AuditMonitor, AuditStatus};
+use budget::BudgetWindow;
+use spec::{AuditSpec, Certificate, PolicySpec, ReviewerSpec, RuleSpec};
 
 /// Which per-case score a threshold policy compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdScore {
     /// Predicted pairwise disagreement `D̂` (DUP).
@@ -64,115 +86,291 @@ pub struct Decision {
     pub route: Route,
     /// Why, in words an auditor can read (includes the score and threshold).
     pub reason: String,
-    /// Short machine label of the reason (a metric label).
+    /// Short machine label of the reason (one of a fixed set; a metric label).
     pub reason_code: &'static str,
     /// Reviewers the case needs (0 when automated).
     pub reviewers: u32,
+    /// Ask one more reviewer if the first label disagrees with the model.
+    pub escalate_on_disagreement: bool,
     /// Review-queue case id, once the queue exists for this deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub case_id: Option<String>,
     /// Sent to review only to measure the automated error rate.
     pub audit: bool,
-    /// In shadow mode: what the policy itself would have done.
+    /// In shadow or automate-all mode: what the policy itself would have done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_route: Option<Route>,
 }
 
-/// A policy with its identity.
+/// A policy's identity as reported by the API and recorded with decisions.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PolicyInfo {
+    /// `threshold`, `budget`, `cost` or `risk`.
     pub name: String,
+    /// Content hash of the policy (`<kind>-<hex>`), or `config-…` for the
+    /// configured fallback.
     pub version: String,
+    /// `policy.json` of the bundle, or the `[triage]` settings.
+    pub source: String,
     /// The policy's parameters.
     #[schema(value_type = Object)]
     pub parameters: serde_json::Value,
+    /// The risk-controlled policy's guarantee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
 }
 
-/// The decision rule in force for one model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    mode: TriageMode,
-    rule: Rule,
-    info: PolicyInfo,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Rule {
-    Threshold {
-        score: ThresholdScore,
-        threshold: f64,
-        reviewers: u32,
-    },
-}
-
-/// Reason codes (bounded set: they are metric labels).
+/// Reason codes (a bounded set: they are metric labels).
 pub const REASON_CODES: &[&str] = &[
-    "score_below_threshold",
-    "score_at_or_above_threshold",
+    "below_threshold",
+    "at_or_above_threshold",
+    "budget_top_fraction",
+    "budget_below_cutoff",
+    "cost_review_cheaper",
+    "cost_automate_cheaper",
+    "risk_certified",
+    "risk_not_certified",
+    "risk_no_valid_threshold",
+    "audit_sample",
+    "audit_fallback",
     "shadow_mode",
     "automate_all_mode",
 ];
 
+#[derive(Debug)]
+enum Rule {
+    Threshold {
+        score: ThresholdScore,
+        threshold: f64,
+    },
+    Budget(Mutex<BudgetWindow>),
+    Cost {
+        error_cost: f64,
+        effort_cost: f64,
+    },
+    Risk {
+        tau: Option<f64>,
+        alpha: f64,
+        delta: f64,
+    },
+}
+
+/// The decision rule in force for one served model version.
+#[derive(Debug)]
+pub struct Policy {
+    mode: TriageMode,
+    rule: Rule,
+    reviewers: ReviewerSpec,
+    audit_rate: f64,
+    audit: AuditMonitor,
+    info: PolicyInfo,
+    /// Metrics handle and model label, when serving.
+    metrics: Option<(Metrics, String)>,
+}
+
 impl Policy {
-    /// The threshold policy configured under `[triage]`.
+    /// The bundle's `policy.json` when it has one, else the `[triage]` threshold
+    /// policy. Either way `[triage].mode` applies.
+    pub fn for_bundle(dir: &Path, triage: &TriageSettings) -> anyhow::Result<Policy> {
+        Ok(match spec::read(dir)? {
+            Some(s) => Policy::from_spec(&s, triage.mode),
+            None => Policy::from_settings(triage),
+        })
+    }
+
+    /// The threshold policy configured under `[triage]`, with a fixed number of
+    /// reviewers and no audit sampling.
     pub fn from_settings(t: &TriageSettings) -> Policy {
         let parameters = serde_json::json!({
-            "score": t.score.name(), "threshold": t.threshold, "reviewers": t.reviewers, "mode": t.mode,
+            "score": t.score.name(), "threshold": t.threshold, "reviewers": t.reviewers,
         });
+        let version = {
+            use sha2::Digest;
+            let h = hex::encode(sha2::Sha256::digest(parameters.to_string().as_bytes()));
+            format!("config-{}", &h[..12])
+        };
         Policy {
             mode: t.mode,
             rule: Rule::Threshold {
                 score: t.score,
                 threshold: t.threshold,
-                reviewers: t.reviewers,
             },
+            // target 0: always the configured count
+            reviewers: ReviewerSpec {
+                k_max: t.reviewers,
+                target_error: 0.0,
+                escalate_on_disagreement: false,
+            },
+            audit_rate: 0.0,
+            audit: AuditMonitor::new(AuditSpec::default().alpha, AuditSpec::default().confidence),
             info: PolicyInfo {
                 name: "threshold".into(),
-                version: format!(
-                    "config:{}:{}>={}",
-                    serde_json::to_value(t.mode)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or(""),
-                    t.score.name(),
-                    t.threshold
-                ),
+                version,
+                source: "config [triage]".into(),
                 parameters,
+                certificate: None,
             },
+            metrics: None,
         }
+    }
+
+    pub fn from_spec(s: &PolicySpec, mode: TriageMode) -> Policy {
+        let (rule, certificate) = match &s.rule {
+            RuleSpec::Threshold { score, threshold } => (
+                Rule::Threshold {
+                    score: *score,
+                    threshold: *threshold,
+                },
+                None,
+            ),
+            RuleSpec::Budget {
+                review_fraction,
+                window,
+                calibrated_threshold,
+            } => (
+                Rule::Budget(Mutex::new(BudgetWindow::new(
+                    *review_fraction,
+                    *window,
+                    *calibrated_threshold,
+                ))),
+                None,
+            ),
+            RuleSpec::Cost {
+                error_cost,
+                effort_cost,
+            } => (
+                Rule::Cost {
+                    error_cost: *error_cost,
+                    effort_cost: *effort_cost,
+                },
+                None,
+            ),
+            RuleSpec::Risk { certificate } => (
+                Rule::Risk {
+                    tau: certificate.tau,
+                    alpha: certificate.alpha,
+                    delta: certificate.delta,
+                },
+                Some(certificate.clone()),
+            ),
+        };
+        Policy {
+            mode,
+            rule,
+            reviewers: s.reviewers.clone(),
+            audit_rate: s.audit.rate,
+            audit: AuditMonitor::new(s.audit.alpha, s.audit.confidence),
+            info: PolicyInfo {
+                name: s.rule.kind().into(),
+                version: s.version(),
+                source: spec::POLICY_FILE.into(),
+                parameters: serde_json::to_value(s).unwrap_or_default(),
+                certificate,
+            },
+            metrics: None,
+        }
+    }
+
+    /// Attaches the metrics handle (serving only) and creates the series at zero.
+    pub fn with_metrics(mut self, metrics: Metrics, model: &str) -> Policy {
+        metrics.policy_fallback.with_label_values(&[model]).set(0);
+        for outcome in ["correct", "wrong"] {
+            metrics.audit_outcomes.with_label_values(&[model, outcome]);
+        }
+        self.metrics = Some((metrics, model.to_string()));
+        self
     }
 
     pub fn info(&self) -> &PolicyInfo {
         &self.info
     }
 
+    pub fn audit_status(&self) -> AuditStatus {
+        self.audit.status()
+    }
+
+    /// Records outcomes of audited cases (from the review queue or an external
+    /// labeling tool) and updates the audit metrics.
+    pub fn record_audit(&self, correct: u64, wrong: u64) -> AuditStatus {
+        let status = self.audit.record(correct, wrong);
+        if let Some((m, model)) = &self.metrics {
+            m.audit_outcomes
+                .with_label_values(&[model, "correct"])
+                .inc_by(correct);
+            m.audit_outcomes
+                .with_label_values(&[model, "wrong"])
+                .inc_by(wrong);
+            m.audit_error_bound
+                .with_label_values(&[model, "lower"])
+                .set(status.lower);
+            m.audit_error_bound
+                .with_label_values(&[model, "upper"])
+                .set(status.upper);
+            m.policy_fallback
+                .with_label_values(&[model])
+                .set(i64::from(status.fallback));
+        }
+        status
+    }
+
+    /// Smallest k in 1..=k_max whose majority-vote error, at per-reviewer error
+    /// `h`, is ≤ the target; k_max when none is.
+    pub fn reviewers_for(&self, h: f64) -> u32 {
+        let r = &self.reviewers;
+        (1..=r.k_max)
+            .find(|&k| majority_vote_error(k, h) <= r.target_error)
+            .unwrap_or(r.k_max)
+    }
+
     pub fn decide(&self, p: &Prediction) -> Decision {
-        let Rule::Threshold {
-            score,
-            threshold,
-            reviewers,
-        } = &self.rule;
-        let value = score.of(p);
-        let own = if value >= *threshold {
+        let h = f64::from(p.estimated_human_error());
+        let review = |reason: String, code: &'static str| Decision {
+            route: Route::Review,
+            reason,
+            reason_code: code,
+            reviewers: self.reviewers_for(h),
+            escalate_on_disagreement: self.reviewers.escalate_on_disagreement,
+            case_id: None,
+            audit: false,
+            policy_route: None,
+        };
+        let automate = |reason: String, code: &'static str| Decision {
+            route: Route::Automate,
+            reason,
+            reason_code: code,
+            reviewers: 0,
+            escalate_on_disagreement: false,
+            case_id: None,
+            audit: false,
+            policy_route: None,
+        };
+        let own = if self.audit.in_fallback() {
+            let s = self.audit.status();
+            review(
+                format!(
+                    "audit fallback: audited error {}/{} (lower bound {:.4}) exceeds alpha {}; every case is reviewed",
+                    s.errors, s.audited, s.lower, s.alpha
+                ),
+                "audit_fallback",
+            )
+        } else {
+            self.apply_rule(p, h, &review, &automate)
+        };
+        let own = if own.route == Route::Automate
+            && self.audit_rate > 0.0
+            && rand::random::<f64>() < self.audit_rate
+        {
             Decision {
                 route: Route::Review,
-                reason: format!("{} {value:.4} >= threshold {threshold}", score.name()),
-                reason_code: "score_at_or_above_threshold",
-                reviewers: *reviewers,
-                case_id: None,
-                audit: false,
-                policy_route: None,
+                reason: format!("audit sample (rate {}): {}", self.audit_rate, own.reason),
+                reason_code: "audit_sample",
+                reviewers: 1,
+                escalate_on_disagreement: false,
+                audit: true,
+                ..own
             }
         } else {
-            Decision {
-                route: Route::Automate,
-                reason: format!("{} {value:.4} < threshold {threshold}", score.name()),
-                reason_code: "score_below_threshold",
-                reviewers: 0,
-                case_id: None,
-                audit: false,
-                policy_route: None,
-            }
+            own
         };
         match self.mode {
             TriageMode::Policy => own,
@@ -197,73 +395,97 @@ impl Policy {
                 ),
                 reason_code: "automate_all_mode",
                 reviewers: 0,
+                escalate_on_disagreement: false,
                 policy_route: Some(own.route),
                 ..own
             },
         }
     }
+
+    fn apply_rule(
+        &self,
+        p: &Prediction,
+        h: f64,
+        review: &dyn Fn(String, &'static str) -> Decision,
+        automate: &dyn Fn(String, &'static str) -> Decision,
+    ) -> Decision {
+        match &self.rule {
+            Rule::Threshold { score, threshold } => {
+                let v = score.of(p);
+                if v >= *threshold {
+                    review(
+                        format!("{} {v:.4} >= threshold {threshold}", score.name()),
+                        "at_or_above_threshold",
+                    )
+                } else {
+                    automate(
+                        format!("{} {v:.4} < threshold {threshold}", score.name()),
+                        "below_threshold",
+                    )
+                }
+            }
+            Rule::Budget(window) => {
+                let v = ThresholdScore::Triage.of(p);
+                let (send, tau) = window.lock().unwrap_or_else(|e| e.into_inner()).review(v);
+                if send {
+                    review(
+                        format!("triage score {v:.4} >= current budget cutoff {tau:.4}"),
+                        "budget_top_fraction",
+                    )
+                } else {
+                    automate(
+                        format!("triage score {v:.4} < current budget cutoff {tau:.4}"),
+                        "budget_below_cutoff",
+                    )
+                }
+            }
+            Rule::Cost {
+                error_cost,
+                effort_cost,
+            } => {
+                let a = f64::from(p.algorithm_error());
+                let (k, cost) = (1..=self.reviewers.k_max)
+                    .map(|k| {
+                        (
+                            k,
+                            majority_vote_error(k, h) * error_cost + f64::from(k) * effort_cost,
+                        )
+                    })
+                    .min_by(|x, y| x.1.total_cmp(&y.1))
+                    .unwrap_or((1, f64::INFINITY));
+                let auto_cost = a * error_cost;
+                if cost < auto_cost {
+                    Decision {
+                        reviewers: k,
+                        ..review(
+                            format!("expected cost with {k} reviewer(s) {cost:.4} < automating {auto_cost:.4}"),
+                            "cost_review_cheaper",
+                        )
+                    }
+                } else {
+                    automate(
+                        format!("automating costs {auto_cost:.4} <= best review {cost:.4} ({k} reviewer(s))"),
+                        "cost_automate_cheaper",
+                    )
+                }
+            }
+            Rule::Risk { tau, alpha, delta } => {
+                let c = 1.0 - f64::from(p.algorithm_error());
+                match tau {
+                    None => review(
+                        format!("no confidence threshold certified at alpha {alpha}, delta {delta}: every case is reviewed"),
+                        "risk_no_valid_threshold",
+                    ),
+                    Some(t) if c >= *t => automate(
+                        format!("confidence {c:.4} >= certified threshold {t:.4} (error <= {alpha} w.p. >= {})", 1.0 - delta),
+                        "risk_certified",
+                    ),
+                    Some(t) => review(format!("confidence {c:.4} < certified threshold {t:.4}"), "risk_not_certified"),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pred(d: f32, p: Vec<f32>) -> Prediction {
-        Prediction {
-            probabilities: p,
-            disagreement: d,
-            human_error: None,
-        }
-    }
-
-    fn settings(mode: TriageMode, score: ThresholdScore, threshold: f64) -> TriageSettings {
-        TriageSettings {
-            mode,
-            score,
-            threshold,
-            reviewers: 2,
-        }
-    }
-
-    #[test]
-    fn threshold_routes_at_and_above() {
-        let p = Policy::from_settings(&settings(TriageMode::Policy, ThresholdScore::Dup, 0.5));
-        assert_eq!(p.decide(&pred(0.5, vec![0.9, 0.1])).route, Route::Review);
-        assert_eq!(p.decide(&pred(0.5, vec![0.9, 0.1])).reviewers, 2);
-        let d = p.decide(&pred(0.49, vec![0.9, 0.1]));
-        assert_eq!((d.route, d.reviewers), (Route::Automate, 0));
-        assert!(
-            d.reason.contains("dup 0.4900 < threshold 0.5"),
-            "{}",
-            d.reason
-        );
-    }
-
-    #[test]
-    fn confidence_score_is_model_error() {
-        let p = Policy::from_settings(&settings(
-            TriageMode::Policy,
-            ThresholdScore::Confidence,
-            0.3,
-        ));
-        assert_eq!(p.decide(&pred(0.0, vec![0.65, 0.35])).route, Route::Review);
-        assert_eq!(
-            p.decide(&pred(0.9, vec![0.75, 0.25])).route,
-            Route::Automate
-        );
-    }
-
-    #[test]
-    fn shadow_reviews_everything_and_records_the_policy() {
-        let p = Policy::from_settings(&settings(TriageMode::Shadow, ThresholdScore::Dup, 0.5));
-        let d = p.decide(&pred(0.1, vec![0.9, 0.1]));
-        assert_eq!(d.route, Route::Review);
-        assert_eq!(d.policy_route, Some(Route::Automate));
-        let p = Policy::from_settings(&settings(TriageMode::AutomateAll, ThresholdScore::Dup, 0.5));
-        let d = p.decide(&pred(0.9, vec![0.9, 0.1]));
-        assert_eq!(
-            (d.route, d.policy_route),
-            (Route::Automate, Some(Route::Review))
-        );
-    }
-}
+mod tests;

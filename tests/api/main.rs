@@ -9,5 +9,6 @@ mod metrics;
 mod models;
 mod oip;
 mod openapi;
+mod policy;
 mod reload;
 mod triage;

@@ -1,0 +1,90 @@
+//! `eval --policy`: what the bundle's calibrated policy does on held-out cases —
+//! realised automation, the error of automated cases with an exact interval, the
+//! total error when reviewers handle the rest, and reviewers per reviewed case.
+//! Audit sampling is switched off here: it measures the policy itself.
+
+use serde::Serialize;
+
+use super::CaseResult;
+use crate::config::TriageMode;
+use crate::data::targets::human_error;
+use crate::data::Dataset;
+use crate::policy::spec::{Certificate, PolicySpec};
+use crate::policy::{Policy, Route};
+use crate::stats::{clopper_pearson, majority_vote_error};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    pub name: String,
+    pub version: String,
+    /// Present for risk-controlled policies (`null` otherwise).
+    pub certificate: Option<Certificate>,
+    /// Cases with a known answer (reference, or majority) the numbers are over.
+    pub n: usize,
+    pub automated: usize,
+    pub automation_rate: f64,
+    /// Error rate among automated cases (`null` when none is automated).
+    pub selective_error: Option<f64>,
+    /// Exact 95% Clopper–Pearson bounds on the selective error.
+    pub selective_error_lower: f64,
+    pub selective_error_upper: f64,
+    /// Mean error over all cases: the model's on automated cases, a majority of
+    /// the assigned reviewers' (each erring at `1 − n_{y*}/N`) on reviewed ones.
+    pub total_error: f64,
+    /// Mean error of the reviewers on the reviewed cases.
+    pub reviewed_error: Option<f64>,
+    pub mean_reviewers: Option<f64>,
+    /// Decisions by reason code.
+    pub reasons: std::collections::BTreeMap<String, usize>,
+}
+
+pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) -> PolicyReport {
+    let mut quiet = spec.clone();
+    quiet.audit.rate = 0.0;
+    let policy = Policy::from_spec(&quiet, TriageMode::Policy);
+    let (mut n, mut automated, mut auto_errors) = (0usize, 0usize, 0usize);
+    let (mut total, mut reviewed_err, mut reviewers, mut reviewed) = (0.0, 0.0, 0u64, 0usize);
+    let mut reasons = std::collections::BTreeMap::new();
+    for case in cases {
+        let Some(y) = case.reference.or(case.majority) else {
+            continue;
+        };
+        let Some(h) = human_error(data.counts(case.index), Some(y)) else {
+            continue;
+        };
+        let d = policy.decide(&case.prediction);
+        *reasons.entry(d.reason_code.to_string()).or_insert(0) += 1;
+        n += 1;
+        match d.route {
+            Route::Automate => {
+                automated += 1;
+                let wrong = case.prediction.class() != y;
+                auto_errors += usize::from(wrong);
+                total += if wrong { 1.0 } else { 0.0 };
+            }
+            Route::Review => {
+                let e = majority_vote_error(d.reviewers.max(1), h);
+                total += e;
+                reviewed_err += e;
+                reviewers += u64::from(d.reviewers);
+                reviewed += 1;
+            }
+        }
+    }
+    let (lower, upper) = clopper_pearson(auto_errors as u64, automated as u64, 0.05);
+    PolicyReport {
+        name: policy.info().name.clone(),
+        version: policy.info().version.clone(),
+        certificate: policy.info().certificate.clone(),
+        n,
+        automated,
+        automation_rate: automated as f64 / n.max(1) as f64,
+        selective_error: (automated > 0).then(|| auto_errors as f64 / automated as f64),
+        selective_error_lower: lower,
+        selective_error_upper: upper,
+        total_error: total / n.max(1) as f64,
+        reviewed_error: (reviewed > 0).then(|| reviewed_err / reviewed as f64),
+        mean_reviewers: (reviewed > 0).then(|| reviewers as f64 / reviewed as f64),
+        reasons,
+    }
+}

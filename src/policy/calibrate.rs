@@ -1,0 +1,174 @@
+//! `triaged calibrate`: fits a policy on a bundle's calibration split and writes
+//! `policy.json` into the bundle, versioned with the model.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::budget::upper_quantile;
+use super::risk::{certify, Scored};
+use super::spec::{AuditSpec, CalibrationInfo, PolicySpec, ReviewerSpec, RuleSpec, FORMAT_VERSION};
+use super::ThresholdScore;
+use crate::data::{Dataset, Split};
+use crate::eval::{self, EvalOptions};
+use crate::model::Predictor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Review when a score is ≥ a threshold.
+    Threshold,
+    /// Review a fixed fraction of cases, the highest by `â − ĥ`.
+    Budget,
+    /// Review when reviewers cost less than the model's expected errors.
+    Cost,
+    /// Automate the largest set whose error is ≤ α with probability ≥ 1 − δ.
+    Risk,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateConfig {
+    #[arg(long, value_enum, default_value_t = PolicyKind::Risk)]
+    pub policy: PolicyKind,
+    /// risk: largest acceptable error rate of automated cases.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// risk: allowed probability that the guarantee fails.
+    #[arg(long, default_value_t = 0.1)]
+    pub delta: f64,
+    /// budget: share of cases sent to review.
+    #[arg(long, default_value_t = 0.2)]
+    pub review_fraction: f64,
+    /// budget: decisions the online quantile looks back over.
+    #[arg(long, default_value_t = 1000)]
+    pub window: usize,
+    /// threshold: the score compared.
+    #[arg(long, value_enum, default_value_t = ThresholdScore::Dup)]
+    pub score: ThresholdScore,
+    /// threshold: review when score ≥ this.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// cost: cost of one wrong answer.
+    #[arg(long, default_value_t = 1.0)]
+    pub error_cost: f64,
+    /// cost: cost of one reviewer's effort, in the same unit.
+    #[arg(long, default_value_t = 0.05)]
+    pub effort_cost: f64,
+    /// Most reviewers per case.
+    #[arg(long, default_value_t = 3)]
+    pub k_max: u32,
+    /// Reviewers per case: smallest k with predicted majority-vote error ≤ this.
+    #[arg(long, default_value_t = 0.05)]
+    pub reviewer_target_error: f64,
+    /// Do not ask another reviewer when the first disagrees with the model.
+    #[arg(long)]
+    pub no_escalation: bool,
+    /// Share of automated cases also sent to review as audits.
+    #[arg(long, default_value_t = 0.02)]
+    pub audit_rate: f64,
+    /// Audited error rate that triggers review-all (default: --alpha).
+    #[arg(long)]
+    pub audit_alpha: Option<f64>,
+    /// Split to calibrate on.
+    #[arg(long, value_enum, default_value_t = Split::Calibration)]
+    pub split: Split,
+}
+
+/// Builds the policy for `predictor` from `data`'s calibration split.
+pub fn calibrate(
+    predictor: &Predictor,
+    data: &Dataset,
+    data_path: &Path,
+    cfg: &CalibrateConfig,
+) -> anyhow::Result<PolicySpec> {
+    anyhow::ensure!(
+        cfg.alpha > 0.0 && cfg.alpha < 1.0,
+        "--alpha must be in (0, 1)"
+    );
+    anyhow::ensure!(
+        cfg.delta > 0.0 && cfg.delta < 1.0,
+        "--delta must be in (0, 1)"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cfg.review_fraction),
+        "--review-fraction must be in [0, 1]"
+    );
+    let ev = eval::evaluate(
+        predictor,
+        data,
+        &EvalOptions {
+            split: Some(cfg.split),
+            class_groups: None,
+        },
+    )?;
+    let rule = match cfg.policy {
+        PolicyKind::Threshold => RuleSpec::Threshold {
+            score: cfg.score,
+            threshold: cfg.threshold,
+        },
+        PolicyKind::Cost => RuleSpec::Cost {
+            error_cost: cfg.error_cost,
+            effort_cost: cfg.effort_cost,
+        },
+        PolicyKind::Budget => {
+            let mut scores: Vec<f64> = ev
+                .cases
+                .iter()
+                .map(|c| ThresholdScore::Triage.of(&c.prediction))
+                .collect();
+            scores.sort_by(f64::total_cmp);
+            RuleSpec::Budget {
+                review_fraction: cfg.review_fraction,
+                window: cfg.window,
+                calibrated_threshold: upper_quantile(&scores, cfg.review_fraction).min(f64::MAX),
+            }
+        }
+        PolicyKind::Risk => {
+            let scored: Vec<Scored> = ev
+                .cases
+                .iter()
+                .filter_map(|c| {
+                    let y = c.reference.or(c.majority)?;
+                    Some(Scored {
+                        confidence: 1.0 - f64::from(c.prediction.algorithm_error()),
+                        error: c.prediction.class() != y,
+                    })
+                })
+                .collect();
+            anyhow::ensure!(
+                !scored.is_empty(),
+                "no labelled cases in the {} split",
+                cfg.split
+            );
+            RuleSpec::Risk {
+                certificate: certify(&scored, cfg.alpha, cfg.delta),
+            }
+        }
+    };
+    let spec = PolicySpec {
+        format_version: FORMAT_VERSION,
+        rule,
+        reviewers: ReviewerSpec {
+            k_max: cfg.k_max,
+            target_error: cfg.reviewer_target_error,
+            escalate_on_disagreement: !cfg.no_escalation,
+        },
+        audit: AuditSpec {
+            rate: cfg.audit_rate,
+            alpha: cfg.audit_alpha.unwrap_or(cfg.alpha),
+            confidence: 0.95,
+        },
+        calibration: Some(CalibrationInfo {
+            data_file: data_path.display().to_string(),
+            data_sha256: crate::train::sha256_file(data_path)?,
+            split: cfg.split.to_string(),
+            n: ev.cases.len(),
+            model_version: predictor.manifest().version.clone(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+        }),
+    };
+    if let Err(e) = spec.validate() {
+        anyhow::bail!("the calibrated policy is invalid: {e}");
+    }
+    Ok(spec)
+}

@@ -1,0 +1,155 @@
+//! Exact binomial tail probabilities and Clopper–Pearson intervals, the
+//! statistics behind risk-controlled certificates and audit monitoring.
+
+/// `ln C(n, k)` via `ln Γ`.
+fn ln_choose(n: u64, k: u64) -> f64 {
+    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
+}
+
+/// Lanczos approximation of `ln Γ(x)` for `x > 0` (|error| < 1e-13 here).
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection keeps accuracy near zero.
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + G + 0.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// `P(X ≤ k)` for `X ~ Binomial(n, p)`, summed exactly in log space.
+pub fn binomial_cdf(k: u64, n: u64, p: f64) -> f64 {
+    if k >= n {
+        return 1.0;
+    }
+    if p <= 0.0 {
+        return 1.0;
+    }
+    if p >= 1.0 {
+        return 0.0;
+    }
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    let terms: Vec<f64> = (0..=k)
+        .map(|i| ln_choose(n, i) + i as f64 * lp + (n - i) as f64 * lq)
+        .collect();
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln())
+        .exp()
+        .min(1.0)
+}
+
+/// `P(X ≥ k)` for `X ~ Binomial(n, p)`.
+pub fn binomial_sf(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    1.0 - binomial_cdf(k - 1, n, p)
+}
+
+/// Two-sided Clopper–Pearson interval for `x` successes in `n` trials at
+/// confidence `1 − alpha`. `(0, 1)` when `n = 0`.
+pub fn clopper_pearson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let lower = if x == 0 {
+        0.0
+    } else {
+        // smallest p with P(X ≥ x) ≥ α/2; P(X ≥ x) grows with p
+        bisect(|p| binomial_sf(x, n, p) >= alpha / 2.0)
+    };
+    let upper = if x == n {
+        1.0
+    } else {
+        // largest p with P(X ≤ x) ≥ α/2; P(X ≤ x) falls with p
+        1.0 - bisect(|q| binomial_cdf(x, n, 1.0 - q) >= alpha / 2.0)
+    };
+    (lower, upper)
+}
+
+/// Smallest `p ∈ [0,1]` where the monotone predicate turns true.
+fn bisect(pred: impl Fn(f64) -> bool) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..64 {
+        let mid = (lo + hi) / 2.0;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// Error of a majority vote of `k` independent reviewers who each err with
+/// probability `h` (errors assumed to agree on one wrong answer, the conservative
+/// case; a tie is broken by a coin).
+pub fn majority_vote_error(k: u32, h: f64) -> f64 {
+    let h = h.clamp(0.0, 1.0);
+    let k64 = u64::from(k);
+    let half = k64 / 2;
+    if k % 2 == 1 {
+        binomial_sf(half + 1, k64, h)
+    } else {
+        let tie = binomial_cdf(half, k64, h) - binomial_cdf(half.saturating_sub(1), k64, h);
+        binomial_sf(half + 1, k64, h) + 0.5 * tie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binomial_known_values() {
+        // P(X <= 1), n=3, p=0.5 = (1 + 3)/8
+        assert!((binomial_cdf(1, 3, 0.5) - 0.5).abs() < 1e-12);
+        assert!((binomial_cdf(0, 10, 0.1) - 0.9f64.powi(10)).abs() < 1e-12);
+        assert!((binomial_sf(2, 4, 0.5) - 11.0 / 16.0).abs() < 1e-12);
+        assert_eq!(binomial_cdf(5, 5, 0.3), 1.0);
+        // large n stays finite and sane: mean 500
+        let c = binomial_cdf(500, 1000, 0.5);
+        assert!((c - 0.5126).abs() < 1e-3, "{c}");
+    }
+
+    #[test]
+    fn clopper_pearson_known_values() {
+        // Textbook: 0 of 10 -> upper = 1 - 0.025^(1/10) = 0.3085
+        let (l, u) = clopper_pearson(0, 10, 0.05);
+        assert_eq!(l, 0.0);
+        assert!((u - 0.308_5).abs() < 1e-3, "{u}");
+        // 5 of 10 -> (0.1871, 0.8129)
+        let (l, u) = clopper_pearson(5, 10, 0.05);
+        assert!(
+            (l - 0.187_1).abs() < 1e-3 && (u - 0.812_9).abs() < 1e-3,
+            "{l} {u}"
+        );
+        assert_eq!(clopper_pearson(0, 0, 0.05), (0.0, 1.0));
+    }
+
+    #[test]
+    fn majority_vote_helps_when_reviewers_are_good() {
+        assert!((majority_vote_error(1, 0.2) - 0.2).abs() < 1e-12);
+        // 3 reviewers at 0.2: P(>=2 wrong) = 3*0.04*0.8 + 0.008 = 0.104
+        assert!((majority_vote_error(3, 0.2) - 0.104).abs() < 1e-12);
+        // 2 reviewers: both wrong 0.04 + half of one-wrong 0.32/2 = 0.2 (no gain)
+        assert!((majority_vote_error(2, 0.2) - 0.2).abs() < 1e-12);
+        assert!(majority_vote_error(5, 0.2) < majority_vote_error(3, 0.2));
+    }
+}
