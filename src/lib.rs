@@ -29,5 +29,6 @@ pub mod policy;
 pub mod registry;
 pub mod startup;
 pub mod stats;
+pub mod store;
 pub mod telemetry;
 pub mod train;

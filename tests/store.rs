@@ -1,0 +1,408 @@
+//! The review-queue store: the same suite against SQLite and PostgreSQL.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestDb;
+use triaged::store::{NewCase, Recorded, Store, StoreError, StoreOptions};
+
+async fn open(db: &TestDb, lease: Duration, targets: Vec<String>) -> Store {
+    Store::connect(
+        db.url(),
+        StoreOptions {
+            lease,
+            max_lease_failures: 2,
+            webhook_targets: targets,
+        },
+    )
+    .await
+    .expect("connect store")
+}
+
+fn new_case(i: usize, reviewers: u32, priority: f64) -> NewCase {
+    NewCase {
+        id: format!("case-{i:04}-{}", uuid::Uuid::new_v4().simple()),
+        model: "m".into(),
+        model_version: "1".into(),
+        policy_version: "threshold-test".into(),
+        instance_index: 0,
+        input: vec![i as f32, 1.5],
+        feature_names: vec!["a".into(), "b".into()],
+        class_names: vec!["benign".into(), "malignant".into()],
+        model_class: 1,
+        probabilities: vec![0.3, 0.7],
+        uncertainty: serde_json::json!({"disagreement": 0.4}),
+        reason: "test".into(),
+        reason_code: "at_or_above_threshold".into(),
+        audit: false,
+        policy_route: None,
+        reviewers_needed: reviewers,
+        escalate_on_disagreement: false,
+        priority,
+    }
+}
+
+async fn put(store: &Store, cases: Vec<NewCase>) {
+    assert_eq!(
+        store.record(None, "m", cases, "{}".into()).await.unwrap(),
+        Recorded::New
+    );
+}
+
+/// Runs `$body` (an async fn taking a `&TestDb`) against both backends.
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = super::common::sqlite();
+                super::$body(&db).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(db) = super::common::postgres().await {
+                    super::$body(&db).await;
+                }
+            }
+        }
+    };
+}
+
+async fn lifecycle(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let case = new_case(1, 2, 0.5);
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    let a = store.claim("dr-a").await.unwrap().expect("a case for dr-a");
+    assert_eq!(a.case.id, id);
+    assert!(
+        store.claim("dr-a").await.unwrap().is_none(),
+        "a reviewer never holds a case twice"
+    );
+    let b = store
+        .claim("dr-b")
+        .await
+        .unwrap()
+        .expect("the second reviewer gets it too");
+    assert_eq!(b.case.id, id);
+    assert!(
+        store.claim("dr-c").await.unwrap().is_none(),
+        "two reviewers needed, two holding it"
+    );
+    assert!(matches!(
+        store.case_for_reviewer(&id, "dr-c").await,
+        Err(StoreError::Forbidden(_))
+    ));
+    assert_eq!(
+        store.case_for_reviewer(&id, "dr-a").await.unwrap().input,
+        vec![1.0, 1.5]
+    );
+
+    let o = store.label(&id, "dr-a", 1).await.unwrap();
+    assert_eq!((o.labels, o.status.as_str()), (1, "pending"));
+    let o = store.label(&id, "dr-b", 0).await.unwrap();
+    assert_eq!(o.status, "resolved");
+    assert_eq!(o.consensus, Some(0), "ties go to the lower class");
+    assert_eq!(o.disagreement, Some(1.0));
+    let r = o.resolution.expect("resolution reported");
+    assert!(!r.model_correct);
+    let case = store.case(&id).await.unwrap();
+    assert_eq!((case.status.as_str(), case.labels), ("resolved", 2));
+
+    let data = store.export("m").await.unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data.counts(0), [1, 1]);
+    assert_eq!(data.features(0).unwrap(), [1.0, 1.5]);
+    assert_eq!(data.class_names(), ["benign", "malignant"]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.by_status["resolved"], 1);
+    assert_eq!(stats.by_status["pending"], 0);
+}
+both_backends!(full_lifecycle, lifecycle);
+
+async fn labels_are_idempotent_and_need_a_lease(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let mut case = new_case(2, 1, 0.5);
+    case.escalate_on_disagreement = true;
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    assert!(
+        matches!(
+            store.label(&id, "dr-a", 1).await,
+            Err(StoreError::Forbidden(_))
+        ),
+        "no claim, no label"
+    );
+    store.claim("dr-a").await.unwrap().unwrap();
+    assert!(matches!(
+        store.label(&id, "dr-a", 7).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Disagrees with the model (class 1): one more reviewer is needed.
+    let o = store.label(&id, "dr-a", 0).await.unwrap();
+    assert!(o.escalated);
+    assert_eq!((o.reviewers_needed, o.status.as_str()), (2, "pending"));
+    let again = store.label(&id, "dr-a", 0).await.unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.labels, 1);
+    assert!(matches!(
+        store.label(&id, "dr-a", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.claim("dr-b").await.unwrap().unwrap();
+    let o = store.label(&id, "dr-b", 0).await.unwrap();
+    assert_eq!(
+        (o.status.as_str(), o.consensus, o.disagreement),
+        ("resolved", Some(0), Some(0.0))
+    );
+    assert!(
+        matches!(
+            store.label(&id, "dr-c", 0).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "resolved cases take no labels"
+    );
+}
+both_backends!(idempotent_labels, labels_are_idempotent_and_need_a_lease);
+
+async fn request_ids_never_make_a_second_case(db: &TestDb) {
+    let store = Arc::new(open(db, Duration::from_secs(60), vec![]).await);
+    let mut tasks = Vec::new();
+    for t in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let case = new_case(100 + t, 1, 0.5);
+            store
+                .record(Some("req-1".into()), "m", vec![case], format!("answer {t}"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut new = 0;
+    let mut existing = BTreeSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Recorded::New => new += 1,
+            Recorded::Existing(a) => {
+                existing.insert(a);
+            }
+        }
+    }
+    assert_eq!(new, 1, "exactly one request recorded");
+    assert_eq!(existing.len(), 1, "every repeat gets the same first answer");
+    assert_eq!(store.list_cases(None, None, 100, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        store.find_response("req-1").await.unwrap().unwrap(),
+        *existing.iter().next().unwrap()
+    );
+}
+both_backends!(request_id_idempotency, request_ids_never_make_a_second_case);
+
+async fn concurrent_claimers_get_distinct_reviewers(db: &TestDb) {
+    let store = Arc::new(open(db, Duration::from_secs(60), vec![]).await);
+    let cases: Vec<NewCase> = (0..100)
+        .map(|i| new_case(i, 1 + (i % 3) as u32, (i % 7) as f64))
+        .collect();
+    let needed: BTreeMap<String, u32> = cases
+        .iter()
+        .map(|c| (c.id.clone(), c.reviewers_needed))
+        .collect();
+    put(&store, cases).await;
+    let mut tasks = Vec::new();
+    for r in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let me = format!("reviewer-{r}");
+            let mut done = Vec::new();
+            // No case for me *now* (others hold the rest) is not the end of the
+            // work: stop once nothing is pending.
+            for _ in 0..5000 {
+                match store.claim(&me).await.unwrap() {
+                    Some(claim) => {
+                        assert!(
+                            !done.contains(&claim.case.id),
+                            "{me} got {} twice",
+                            claim.case.id
+                        );
+                        store
+                            .label(&claim.case.id, &me, (r % 2) as i64)
+                            .await
+                            .unwrap();
+                        done.push(claim.case.id);
+                    }
+                    None if store.stats().await.unwrap().by_status["pending"] == 0 => break,
+                    None => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+            (me, done)
+        }));
+    }
+    let mut reviewers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for t in tasks {
+        let (me, done) = t.await.unwrap();
+        for id in done {
+            assert!(reviewers.entry(id).or_default().insert(me.clone()));
+        }
+    }
+    for (id, k) in &needed {
+        assert_eq!(
+            reviewers.get(id).map_or(0, |r| r.len()),
+            *k as usize,
+            "case {id}"
+        );
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.by_status["resolved"], 100);
+}
+both_backends!(
+    ten_concurrent_claimers,
+    concurrent_claimers_get_distinct_reviewers
+);
+
+async fn expired_leases_are_rescued_then_dead_lettered(db: &TestDb) {
+    let store = open(db, common::short_lease(), vec![]).await;
+    let case = new_case(3, 1, 0.5);
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    store.claim("dr-a").await.unwrap().unwrap();
+    assert!(store.claim("dr-b").await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        store.renew(&id, "dr-a").await.is_err(),
+        "an expired lease cannot be renewed"
+    );
+    assert_eq!(store.rescue_expired().await.unwrap(), 1);
+    let b = store
+        .claim("dr-b")
+        .await
+        .unwrap()
+        .expect("rescued case is claimable");
+    assert_eq!(b.case.lease_failures, 1);
+    let renewed = store.renew(&id, "dr-b").await.unwrap();
+    assert!(renewed.expires_at > b.lease.expires_at - 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.rescue_expired().await.unwrap(), 1);
+    assert_eq!(
+        store.case(&id).await.unwrap().status,
+        "dead_letter",
+        "two expiries: dead letter"
+    );
+    assert!(store.claim("dr-c").await.unwrap().is_none());
+    // release
+    let c2 = new_case(4, 1, 0.5);
+    let id2 = c2.id.clone();
+    put(&store, vec![c2]).await;
+    store.claim("dr-a").await.unwrap().unwrap();
+    store.release(&id2, "dr-a").await.unwrap();
+    assert!(store.release(&id2, "dr-a").await.is_err());
+    assert_eq!(store.claim("dr-b").await.unwrap().unwrap().case.id, id2);
+}
+both_backends!(
+    lease_expiry_and_rescue,
+    expired_leases_are_rescued_then_dead_lettered
+);
+
+async fn claims_follow_priority_then_age(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let low = new_case(10, 1, 0.1);
+    let high = new_case(11, 1, 0.9);
+    put(&store, vec![low.clone()]).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    put(&store, vec![high.clone()]).await;
+    let later_low = new_case(12, 1, 0.1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    put(&store, vec![later_low.clone()]).await;
+    let order: Vec<String> = [
+        store.claim("a").await.unwrap(),
+        store.claim("b").await.unwrap(),
+        store.claim("c").await.unwrap(),
+    ]
+    .into_iter()
+    .map(|c| c.unwrap().case.id)
+    .collect();
+    assert_eq!(order, vec![high.id, low.id, later_low.id]);
+}
+both_backends!(priority_order, claims_follow_priority_then_age);
+
+async fn audit_log_is_append_only(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let case = new_case(5, 1, 0.5);
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    store.claim("dr-a").await.unwrap().unwrap();
+    store.label(&id, "dr-a", 1).await.unwrap();
+    store
+        .audit("admin-1", "admin", "case.read", Some(&id), "")
+        .await
+        .unwrap();
+    let entries = store.audit_entries(Some(&id), 100).await.unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("dr-a", "case.claim"),
+            ("dr-a", "case.label"),
+            ("admin-1", "case.read")
+        ]
+    );
+    let pool = sqlx::AnyPool::connect(&match db {
+        TestDb::Sqlite { url, .. } => url.clone(),
+        TestDb::Postgres { url, .. } => url.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        sqlx::query("UPDATE audit_log SET actor = 'x'")
+            .execute(&pool)
+            .await
+            .is_err(),
+        "UPDATE must fail"
+    );
+    assert!(
+        sqlx::query("DELETE FROM audit_log")
+            .execute(&pool)
+            .await
+            .is_err(),
+        "DELETE must fail"
+    );
+    assert_eq!(store.audit_entries(Some(&id), 100).await.unwrap().len(), 3);
+}
+both_backends!(append_only_audit, audit_log_is_append_only);
+
+async fn webhook_events_wait_in_the_outbox_until_delivered(db: &TestDb) {
+    let store = open(
+        db,
+        Duration::from_secs(60),
+        vec!["http://hook-a".into(), "http://hook-b".into()],
+    )
+    .await;
+    let case = new_case(6, 1, 0.5);
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    let due = store.due_events(10, 10_000).await.unwrap();
+    assert_eq!(due.len(), 2, "one event per target");
+    assert!(due
+        .iter()
+        .all(|e| e.event == "case.created" && e.payload.contains(&id)));
+    assert!(
+        store.due_events(10, 10_000).await.unwrap().is_empty(),
+        "claimed events are held"
+    );
+    store.event_failed(due[0].id, "HTTP 500", 0).await.unwrap();
+    store.event_delivered(due[1].id).await.unwrap();
+    let retry = store.due_events(10, 10_000).await.unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempts, 1);
+    store.event_delivered(retry[0].id).await.unwrap();
+    assert_eq!(store.pending_events().await.unwrap(), 0);
+}
+both_backends!(
+    webhook_outbox,
+    webhook_events_wait_in_the_outbox_until_delivered
+);
