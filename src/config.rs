@@ -22,6 +22,44 @@ pub struct Settings {
     pub batch: BatchSettings,
     pub triage: TriageSettings,
     pub log: LogSettings,
+    pub store: StoreSettings,
+    pub auth: AuthSettings,
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub url: String,
+    pub lease_seconds: u64,
+    pub max_lease_failures: u32,
+    pub rescue_interval_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub tokens: Vec<crate::auth::TokenSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub targets: Vec<WebhookTarget>,
+    pub max_backoff_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: String,
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["case.created".into(), "case.resolved".into()]
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -182,10 +220,22 @@ impl Settings {
         Ok(())
     }
 
-    /// The effective settings as JSON for the start-up log line. Nothing here is
-    /// secret yet; tokens (review-queue issue) are redacted here when they exist.
+    /// The effective settings as JSON for the start-up log line: webhook secrets,
+    /// token hashes and the database password are replaced.
     pub fn redacted(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["store"]["url"] = serde_json::Value::String(crate::store::redact_url(&self.store.url));
+        if let Some(targets) = v["webhooks"]["targets"].as_array_mut() {
+            for t in targets {
+                t["secret"] = "***".into();
+            }
+        }
+        if let Some(tokens) = v["auth"]["tokens"].as_array_mut() {
+            for t in tokens {
+                t["sha256"] = "***".into();
+            }
+        }
+        v
     }
 }
 

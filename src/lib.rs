@@ -14,10 +14,13 @@
 //!   [`registry`]: served models and atomic reload; [`batch`]: the batching queue
 //!   and inference thread; [`api`]: HTTP routes and problem+json errors;
 //!   [`metrics`]: every Prometheus metric.
+//! - [`store`]: the durable review queue (SQLite or PostgreSQL); [`auth`]:
+//!   bearer tokens and roles; [`webhooks`]: signed event delivery.
 //! - [`cli`]: the command line; `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing setup.
 
 pub mod api;
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod config;
@@ -32,3 +35,4 @@ pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod train;
+pub mod webhooks;

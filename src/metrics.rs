@@ -33,6 +33,13 @@ pub struct Metrics {
     pub audit_outcomes: IntCounterVec,
     pub audit_error_bound: GaugeVec,
     pub policy_fallback: IntGaugeVec,
+    pub review_cases: IntGaugeVec,
+    pub review_oldest_pending: Gauge,
+    pub review_labels: prometheus::IntCounter,
+    pub review_resolution: prometheus::Histogram,
+    pub review_model_agreement: IntCounterVec,
+    pub review_lease_expiries: prometheus::IntCounter,
+    pub webhook_deliveries: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -122,8 +129,42 @@ impl Metrics {
                 Opts::new("triaged_policy_fallback", "1 when audits showed the automated error above alpha and every case goes to review."),
                 &["model"]
             )),
+            review_cases: register!(IntGaugeVec::new(
+                Opts::new("triaged_review_queue_cases", "Cases in the review queue, by status."),
+                &["status"]
+            )),
+            review_oldest_pending: register!(Gauge::new(
+                "triaged_review_oldest_pending_seconds",
+                "Age of the oldest pending case in the review queue."
+            )),
+            review_labels: register!(prometheus::IntCounter::new("triaged_review_labels_total", "Labels submitted by reviewers.")),
+            review_resolution: register!(prometheus::Histogram::with_opts(
+                HistogramOpts::new("triaged_review_resolution_seconds", "Time from routing a case to its k-th label.")
+                    .buckets(vec![1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 24.0 * 3600.0, 7.0 * 24.0 * 3600.0])
+            )),
+            review_model_agreement: register!(IntCounterVec::new(
+                Opts::new(
+                    "triaged_review_model_agreement_total",
+                    "Resolved cases by whether the reviewers' consensus agreed with the model."
+                ),
+                &["model", "agrees"]
+            )),
+            review_lease_expiries: register!(prometheus::IntCounter::new(
+                "triaged_review_lease_expiries_total",
+                "Review leases that expired before a label and were rescued."
+            )),
+            webhook_deliveries: register!(IntCounterVec::new(
+                Opts::new("triaged_webhook_deliveries_total", "Webhook delivery attempts, by outcome (delivered, failed)."),
+                &["outcome"]
+            )),
             registry,
         };
+        for status in ["pending", "resolved", "dead_letter"] {
+            m.review_cases.with_label_values(&[status]);
+        }
+        for outcome in ["delivered", "failed"] {
+            m.webhook_deliveries.with_label_values(&[outcome]);
+        }
         for route in KNOWN_ROUTES {
             m.http_requests.with_label_values(&[route, "POST", "200"]);
             m.http_request_duration.with_label_values(&[route]);

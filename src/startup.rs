@@ -13,6 +13,8 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::api::{self, AppState};
+use crate::auth::Auth;
+use crate::store::{Store, StoreOptions};
 use crate::batch::BatchConfig;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -31,6 +33,19 @@ impl Application {
     /// background once the server runs. Must be called inside an actix/tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let metrics = Metrics::new();
+        let auth = Auth::new(&settings.auth.tokens, settings.server.bind)?;
+        let store = Arc::new(
+            Store::connect(
+                &settings.store.url,
+                StoreOptions {
+                    lease: Duration::from_secs(settings.store.lease_seconds),
+                    max_lease_failures: settings.store.max_lease_failures,
+                    webhook_targets: settings.webhooks.targets.iter().map(|t| t.url.clone()).collect(),
+                },
+            )
+            .await
+            .with_context(|| format!("opening the review queue at {}", crate::store::redact_url(&settings.store.url)))?,
+        );
         let device = device::select(settings.batch.device)?;
         let registry = Arc::new(Registry::new(
             settings.models.dir.clone(),
@@ -53,10 +68,23 @@ impl Application {
             n => n,
         };
         let shutdown = settings.server.shutdown_timeout_seconds;
+        tokio::spawn(crate::webhooks::deliver_forever(
+            store.clone(),
+            settings.webhooks.targets.clone(),
+            Duration::from_secs(settings.webhooks.max_backoff_seconds),
+            metrics.clone(),
+        ));
+        tokio::spawn(maintain_queue(
+            store.clone(),
+            metrics.clone(),
+            Duration::from_secs(settings.store.rescue_interval_seconds),
+        ));
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             metrics: metrics.clone(),
             settings: Arc::new(settings),
+            auth,
+            store,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -102,6 +130,27 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Rescues expired leases and refreshes the queue gauges, every `interval`.
+async fn maintain_queue(store: Arc<Store>, metrics: Metrics, interval: Duration) {
+    loop {
+        match store.rescue_expired().await {
+            Ok(n) if n > 0 => {
+                metrics.review_lease_expiries.inc_by(n);
+                tracing::info!(expired = n, "rescued expired review leases");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+        }
+        if let Ok(stats) = store.stats().await {
+            for (status, n) in &stats.by_status {
+                metrics.review_cases.with_label_values(&[status]).set(*n);
+            }
+            metrics.review_oldest_pending.set(stats.oldest_pending_seconds.unwrap_or(0.0));
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

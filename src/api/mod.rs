@@ -8,6 +8,7 @@ pub mod oip;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod reviews;
 pub mod triage;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
+    pub auth: crate::auth::Auth,
+    pub store: Arc<crate::store::Store>,
 }
 
 /// Registers every route on an actix `App`.
@@ -45,6 +48,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(models::get_model)
     .service(models::reload_model)
     .service(models::record_audit)
+    .service(reviews::claim)
+    .service(reviews::stats)
+    .service(reviews::export)
+    .service(reviews::agreement)
+    .service(reviews::list)
+    .service(reviews::audit_log)
+    .service(reviews::get_case)
+    .service(reviews::label)
+    .service(reviews::renew)
+    .service(reviews::release)
     .service(oip::live)
     .service(oip::ready)
     .service(oip::server_metadata)

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use super::problem::{ApiError, Problem};
 use super::triage::served_model;
 use super::AppState;
+use crate::auth::{Caller, Role};
 use crate::model::{Head, InputSchema};
 use crate::policy::audit::AuditStatus;
 use crate::policy::PolicyInfo;
@@ -60,14 +61,15 @@ fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
 /// Models in service.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
 #[get("/v1/models")]
-pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
+pub async fn list_models(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Client, Role::Reviewer])?;
     let models = state
         .registry
         .list()
         .iter()
         .map(|m| describe(&state, m))
         .collect();
-    HttpResponse::Ok().json(ModelList { models })
+    Ok(HttpResponse::Ok().json(ModelList { models }))
 }
 
 /// One model: schema, classes, heads, versions, policy.
@@ -82,8 +84,10 @@ pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
 #[get("/v1/models/{model}")]
 pub async fn get_model(
     state: web::Data<AppState>,
+    caller: Caller,
     model: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Client, Role::Reviewer])?;
     let m = served_model(&state, &model)?;
     Ok(HttpResponse::Ok().json(describe(&state, &m)))
 }
@@ -103,8 +107,10 @@ pub async fn get_model(
 #[post("/v1/admin/models/{model}/reload")]
 pub async fn reload_model(
     state: web::Data<AppState>,
+    caller: Caller,
     model: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
     let registry = state.registry.clone();
     let name = model.into_inner();
     // Loading reads files and runs candle: never on an actix worker.
@@ -143,9 +149,11 @@ pub struct AuditOutcomes {
 #[post("/v1/admin/models/{model}/audit")]
 pub async fn record_audit(
     state: web::Data<AppState>,
+    caller: Caller,
     model: web::Path<String>,
     body: web::Json<AuditOutcomes>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
     let m = served_model(&state, &model)?;
     if body.correct == 0 && body.wrong == 0 {
         return Err(ApiError::Unprocessable(

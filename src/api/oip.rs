@@ -2,7 +2,8 @@
 //! unchanged: health, server and model metadata, model readiness, and `infer`
 //! with JSON tensors or Triton's binary tensor extension on input. Outputs are
 //! `probabilities` (FP32 [B,K]), `disagreement`, `uvc` (FP32 [B]), `human_error`
-//! (FP32 [B], when the model has it), `class` (INT64 [B]) and `route` (BYTES [B]).
+//! (FP32 [B], when the model has it), `class` (INT64 [B]), `route` and `case_id`
+//! (BYTES [B]; the review-queue case, empty when automated).
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
@@ -10,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::problem::{ApiError, OipError, Problem};
-use super::triage::{predict, served_model};
+use super::triage::{predict, record_decision, routed_case, served_model, Uncertainty};
+use crate::policy::Route;
 use super::AppState;
+use crate::auth::{Caller, Role};
 use crate::model::{Head, InputSchema};
 use crate::registry::LoadedModel;
 
@@ -205,11 +208,13 @@ fn metadata(state: &AppState, m: &LoadedModel) -> ModelMetadata {
         datatype: "INT64".into(),
         shape: vec![-1],
     });
-    outputs.push(TensorMetadata {
-        name: "route".into(),
-        datatype: "BYTES".into(),
-        shape: vec![-1],
-    });
+    for name in ["route", "case_id"] {
+        outputs.push(TensorMetadata {
+            name: name.into(),
+            datatype: "BYTES".into(),
+            shape: vec![-1],
+        });
+    }
     ModelMetadata {
         name: m.name().to_string(),
         versions: state.registry.versions_on_disk(m.name()),
@@ -228,8 +233,10 @@ fn metadata(state: &AppState, m: &LoadedModel) -> ModelMetadata {
 #[get("/v2/models/{model}")]
 pub async fn model_metadata(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, OipError> {
+    caller.require(&[Role::Client])?;
     let m = model_for(&state, &path, None)?;
     Ok(HttpResponse::Ok().json(metadata(&state, &m)))
 }
@@ -237,8 +244,10 @@ pub async fn model_metadata(
 #[get("/v2/models/{model}/versions/{version}")]
 pub async fn model_version_metadata(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, OipError> {
+    caller.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
     let m = model_for(&state, &name, Some(&version))?;
     Ok(HttpResponse::Ok().json(metadata(&state, &m)))
@@ -253,8 +262,10 @@ pub async fn model_version_metadata(
 #[get("/v2/models/{model}/ready")]
 pub async fn model_ready(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, OipError> {
+    caller.require(&[Role::Client])?;
     model_for(&state, &path, None)?;
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
 }
@@ -262,8 +273,10 @@ pub async fn model_ready(
 #[get("/v2/models/{model}/versions/{version}/ready")]
 pub async fn model_version_ready(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, OipError> {
+    caller.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
     model_for(&state, &name, Some(&version))?;
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
@@ -286,20 +299,24 @@ pub async fn model_version_ready(
 #[post("/v2/models/{model}/infer")]
 pub async fn infer(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, OipError> {
+    caller.require(&[Role::Client])?;
     Ok(run_infer(&state, &path, None, req.headers(), &body).await?)
 }
 
 #[post("/v2/models/{model}/versions/{version}/infer")]
 pub async fn infer_version(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<(String, String)>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, OipError> {
+    caller.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
     Ok(run_infer(&state, &name, Some(&version), req.headers(), &body).await?)
 }
@@ -373,14 +390,26 @@ async fn run_infer(
             features[i % dim]
         )));
     }
-    let predictions = predict(state, &model, values, cases).await?;
-    let decisions: Vec<_> = predictions.iter().map(|p| model.policy.decide(p)).collect();
-    for d in &decisions {
-        state
-            .metrics
-            .decisions
-            .with_label_values(&[model.name(), d.route.name(), d.reason_code])
-            .inc();
+    let predictions = predict(state, &model, values.clone(), cases).await?;
+    let mut decisions: Vec<_> = predictions.iter().map(|p| model.policy.decide(p)).collect();
+    let mut new_cases = Vec::new();
+    for (i, (p, d)) in predictions.iter().zip(decisions.iter_mut()).enumerate() {
+        record_decision(state, &model, d);
+        if d.route == Route::Review {
+            let u = Uncertainty {
+                disagreement: p.disagreement,
+                human_error: p.human_error,
+                uvc: p.uvc(),
+                entropy: p.entropy(),
+            };
+            let case = routed_case(&model, i, &values[i * dim..(i + 1) * dim], p, d, &u);
+            d.case_id = Some(case.id.clone());
+            new_cases.push(case);
+        }
+    }
+    if !new_cases.is_empty() {
+        // Committed before the answer leaves, as on /v1.
+        state.store.record(None, model.name(), new_cases, String::new()).await?;
     }
     let k = model.manifest.classes.len();
     let mut outputs = vec![
@@ -428,6 +457,12 @@ async fn run_infer(
         datatype: "BYTES".into(),
         shape: vec![cases],
         data: decisions.iter().map(|d| d.route.name()).collect(),
+    });
+    outputs.push(OutputTensor {
+        name: "case_id".into(),
+        datatype: "BYTES".into(),
+        shape: vec![cases],
+        data: decisions.iter().map(|d| d.case_id.clone().unwrap_or_default()).collect(),
     });
     if let Some(wanted) = &request.outputs {
         if let Some(unknown) = wanted

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::{models, oip, ops, problem, triage};
+use super::{models, oip, ops, problem, reviews, triage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,16 @@ use super::{models, oip, ops, problem, triage};
         oip::model_metadata,
         oip::model_ready,
         oip::infer,
+        reviews::claim,
+        reviews::get_case,
+        reviews::label,
+        reviews::renew,
+        reviews::release,
+        reviews::list,
+        reviews::stats,
+        reviews::export,
+        reviews::agreement,
+        reviews::audit_log,
         ops::metrics,
         ops::openapi,
     ),

@@ -24,6 +24,10 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the server's state (e.g. a bundle refused on reload).
     #[error("{0}")]
     Conflict(String),
@@ -46,6 +50,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Unprocessable(_) => "invalid-input",
             ApiError::NotFound(_) => "not-found",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -74,6 +80,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -110,6 +118,9 @@ pub fn problem_response(
     }
     let mut resp = HttpResponse::build(status);
     resp.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.insert_header((
             header::RETRY_AFTER,
@@ -181,5 +192,21 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
             other => ApiError::BadRequest(format!("could not read the request body: {other}")),
         },
         other => ApiError::BadRequest(other.to_string()),
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::NotFound(_) => ApiError::NotFound(e.to_string()),
+            S::Conflict(_) => ApiError::Conflict(e.to_string()),
+            S::Forbidden(_) => ApiError::Forbidden(e.to_string()),
+            S::Invalid(_) => ApiError::Unprocessable(e.to_string()),
+            S::Database(_) | S::Migrate(_) | S::WriterGone => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Unavailable(format!("the review queue is unavailable: {e}"))
+            }
+        }
     }
 }

@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::model::{InputSchema, Prediction};
-use crate::policy::Decision;
+use crate::auth::{Caller, Role};
+use crate::policy::{Decision, Route};
+use crate::store::{NewCase, Recorded};
 use crate::registry::LoadedModel;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -220,43 +222,49 @@ pub async fn predict(
     Ok(model.batcher.infer(rows, cases, deadline).await?)
 }
 
-async fn triage(
-    state: &AppState,
-    name: &str,
-    req: TriageRequest,
-) -> Result<TriageResponse, ApiError> {
+/// Triages the instances; routed cases are committed to the review queue before
+/// the answer leaves. A repeated `request_id` gets the first answer back, unchanged.
+async fn triage(state: &AppState, name: &str, req: TriageRequest) -> Result<HttpResponse, ApiError> {
+    if let Some(rid) = &req.request_id {
+        if rid.is_empty() || rid.len() > 200 {
+            return Err(ApiError::Unprocessable("request_id must have 1 to 200 characters".into()));
+        }
+        if let Some(first) = state.store.find_response(rid).await? {
+            return Ok(json_response(first));
+        }
+    }
     let model = served_model(state, name)?;
     let rows = parse_feature_rows(&req.instances, &model, state.settings.server.max_instances)?;
-    let predictions = predict(state, &model, rows, req.instances.len()).await?;
-    let results = req
-        .instances
-        .into_iter()
-        .zip(predictions)
-        .map(|(inst, p)| {
-            let decision = model.policy.decide(&p);
-            state
-                .metrics
-                .decisions
-                .with_label_values(&[model.name(), decision.route.name(), decision.reason_code])
-                .inc();
-            InstanceResult {
-                id: inst.id,
-                prediction: PredictionOut {
-                    label: model.manifest.classes[p.class()].clone(),
-                    class: p.class(),
-                    probabilities: p.probabilities.clone(),
-                },
-                uncertainty: Uncertainty {
-                    disagreement: p.disagreement,
-                    human_error: p.human_error,
-                    uvc: p.uvc(),
-                    entropy: p.entropy(),
-                },
-                decision,
-            }
-        })
-        .collect();
-    Ok(TriageResponse {
+    let dim = model.manifest.input_dim();
+    let predictions = predict(state, &model, rows.clone(), req.instances.len()).await?;
+    let mut new_cases = Vec::new();
+    let mut results = Vec::with_capacity(predictions.len());
+    for (i, (inst, p)) in req.instances.into_iter().zip(predictions).enumerate() {
+        let mut decision = model.policy.decide(&p);
+        record_decision(state, &model, &decision);
+        let uncertainty = Uncertainty {
+            disagreement: p.disagreement,
+            human_error: p.human_error,
+            uvc: p.uvc(),
+            entropy: p.entropy(),
+        };
+        if decision.route == Route::Review {
+            let case = routed_case(&model, i, &rows[i * dim..(i + 1) * dim], &p, &decision, &uncertainty);
+            decision.case_id = Some(case.id.clone());
+            new_cases.push(case);
+        }
+        results.push(InstanceResult {
+            id: inst.id,
+            prediction: PredictionOut {
+                label: model.manifest.classes[p.class()].clone(),
+                class: p.class(),
+                probabilities: p.probabilities.clone(),
+            },
+            uncertainty,
+            decision,
+        });
+    }
+    let response = TriageResponse {
         model: ModelRef {
             name: model.name().to_string(),
             version: model.version().to_string(),
@@ -265,9 +273,59 @@ async fn triage(
             name: model.policy.info().name.clone(),
             version: model.policy.info().version.clone(),
         },
-        request_id: req.request_id,
+        request_id: req.request_id.clone(),
         results,
-    })
+    };
+    let body = serde_json::to_string(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if new_cases.is_empty() && req.request_id.is_none() {
+        return Ok(json_response(body));
+    }
+    match state.store.record(req.request_id, model.name(), new_cases, body.clone()).await? {
+        Recorded::New => Ok(json_response(body)),
+        Recorded::Existing(first) => Ok(json_response(first)),
+    }
+}
+
+fn json_response(body: String) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(body)
+}
+
+/// Counts the decision in `triaged_decisions_total`.
+pub fn record_decision(state: &AppState, model: &LoadedModel, d: &Decision) {
+    state
+        .metrics
+        .decisions
+        .with_label_values(&[model.name(), d.route.name(), d.reason_code])
+        .inc();
+}
+
+/// The queue's record of a case routed to review.
+pub fn routed_case(model: &LoadedModel, index: usize, input: &[f32], p: &Prediction, d: &Decision, u: &Uncertainty) -> NewCase {
+    let features = match &model.manifest.input {
+        InputSchema::Features { features } => features.clone(),
+        InputSchema::Image { .. } => Vec::new(),
+    };
+    NewCase {
+        id: uuid::Uuid::new_v4().to_string(),
+        model: model.name().to_string(),
+        model_version: model.version().to_string(),
+        policy_version: model.policy.info().version.clone(),
+        instance_index: index,
+        input: input.to_vec(),
+        feature_names: features,
+        class_names: model.manifest.classes.clone(),
+        model_class: p.class(),
+        probabilities: p.probabilities.clone(),
+        uncertainty: serde_json::to_value(u).unwrap_or_default(),
+        reason: d.reason.clone(),
+        reason_code: d.reason_code.to_string(),
+        audit: d.audit,
+        policy_route: d.policy_route.map(|r| r.name().to_string()),
+        reviewers_needed: d.reviewers.max(1),
+        escalate_on_disagreement: d.escalate_on_disagreement,
+        // Review first where the model is expected to do worst relative to a human.
+        priority: crate::policy::ThresholdScore::Triage.of(p),
+    }
 }
 
 /// Triage cases with a named model.
@@ -288,11 +346,12 @@ async fn triage(
 #[post("/v1/models/{model}/triage")]
 pub async fn triage_named(
     state: web::Data<AppState>,
+    caller: Caller,
     model: web::Path<String>,
     body: web::Json<TriageRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let resp = triage(&state, &model, body.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(resp))
+    caller.require(&[Role::Client])?;
+    triage(&state, &model, body.into_inner()).await
 }
 
 /// Triage cases with the default model.
@@ -311,9 +370,10 @@ pub async fn triage_named(
 #[post("/v1/triage")]
 pub async fn triage_default(
     state: web::Data<AppState>,
+    caller: Caller,
     body: web::Json<TriageRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Client])?;
     let name = state.registry.default_model().to_string();
-    let resp = triage(&state, &name, body.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(resp))
+    triage(&state, &name, body.into_inner()).await
 }

@@ -59,6 +59,7 @@ pub async fn spawn_app_with(with_model: bool, tweak: impl FnOnce(&mut Settings))
     settings.server.workers = 2;
     settings.server.shutdown_timeout_seconds = 5;
     settings.models.dir = models_dir.clone();
+    settings.store.url = format!("sqlite://{}", dir.path().join("queue.db").display());
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -195,4 +196,21 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A token entry for `auth.tokens`.
+pub fn token(secret: &str, role: triaged::auth::Role, subject: &str) -> triaged::auth::TokenSpec {
+    use sha2::Digest;
+    triaged::auth::TokenSpec {
+        sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+        role,
+        subject: subject.into(),
+    }
+}
+
+impl TestApp {
+    /// A request as `subject` on an open (token-less) server.
+    pub fn as_subject(&self, method: reqwest::Method, path: &str, subject: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).header("x-triaged-subject", subject)
+    }
 }

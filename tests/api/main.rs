@@ -10,5 +10,6 @@ mod models;
 mod oip;
 mod openapi;
 mod policy;
+mod reviews;
 mod reload;
 mod triage;

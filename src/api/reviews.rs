@@ -1,0 +1,205 @@
+//! The review queue over HTTP (DESIGN §8): reviewers claim the next case under a
+//! lease, read it, label it, renew or release it; admins list cases, read queue
+//! stats, export resolved cases as a training dataset, compare the model with the
+//! reviewers, and read the audit log. Every access to a case is audited.
+
+use actix_web::{get, post, web, HttpResponse};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::auth::{Caller, Role};
+use crate::store::admin::{Agreement, AuditEntry, QueueStats};
+use crate::store::queue::{Case, Claim, LabelOutcome, Lease};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    /// Class index.
+    pub label: i64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// `pending`, `resolved` or `dead_letter`.
+    pub status: Option<String>,
+    pub model: Option<String>,
+    /// At most 1000 (default 100).
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ModelQuery {
+    /// Model name (default: the default model).
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    pub case_id: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Claim the next case: highest priority first, then oldest; 204 when there is
+/// nothing for you now.
+#[utoipa::path(post, path = "/v1/reviews/claim", tag = "reviews",
+    responses((status = 200, body = Claim), (status = 204, description = "Nothing to review now"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/reviews/claim")]
+pub async fn claim(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Reviewer])?;
+    match state.store.claim(&caller.subject).await? {
+        Some(c) => Ok(HttpResponse::Ok().json(c)),
+        None => Ok(HttpResponse::NoContent().finish()),
+    }
+}
+
+/// Read a case: reviewers only the cases they claimed; admins any.
+#[utoipa::path(get, path = "/v1/reviews/{case_id}", tag = "reviews",
+    params(("case_id" = String, Path)),
+    responses((status = 200, body = Case), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/reviews/{case_id}")]
+pub async fn get_case(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Reviewer])?;
+    let case = match caller.role {
+        Role::Admin => state.store.case(&id).await?,
+        _ => state.store.case_for_reviewer(&id, &caller.subject).await?,
+    };
+    state.store.audit(&caller.subject, caller.role.name(), "case.read", Some(&id), "").await?;
+    Ok(HttpResponse::Ok().json(case))
+}
+
+/// Submit your label for a claimed case. Idempotent: the same label again is a
+/// no-op; a different one is 409. The k-th label resolves the case.
+#[utoipa::path(post, path = "/v1/reviews/{case_id}/labels", tag = "reviews",
+    params(("case_id" = String, Path)), request_body = LabelRequest,
+    responses((status = 200, body = LabelOutcome), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/reviews/{case_id}/labels")]
+pub async fn label(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: web::Json<LabelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Reviewer])?;
+    let outcome = state.store.label(&id, &caller.subject, body.label).await?;
+    if !outcome.repeated {
+        state.metrics.review_labels.inc();
+    }
+    if let Some(r) = &outcome.resolution {
+        state.metrics.review_resolution.observe(r.latency_ms as f64 / 1000.0);
+        let agrees = if r.model_correct { "yes" } else { "no" };
+        state.metrics.review_model_agreement.with_label_values(&[&r.model, agrees]).inc();
+        // Audited automated cases tell the policy how often automation errs.
+        if r.audit {
+            if let Some(m) = state.registry.get(&r.model) {
+                let (right, wrong) = if r.model_correct { (1, 0) } else { (0, 1) };
+                m.policy.record_audit(right, wrong);
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// Extend your lease on a claimed case.
+#[utoipa::path(post, path = "/v1/reviews/{case_id}/renew", tag = "reviews",
+    params(("case_id" = String, Path)),
+    responses((status = 200, body = Lease), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/reviews/{case_id}/renew")]
+pub async fn renew(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Reviewer])?;
+    Ok(HttpResponse::Ok().json(state.store.renew(&id, &caller.subject).await?))
+}
+
+/// Give a claimed case back to the queue.
+#[utoipa::path(post, path = "/v1/reviews/{case_id}/release", tag = "reviews",
+    params(("case_id" = String, Path)),
+    responses((status = 204), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/reviews/{case_id}/release")]
+pub async fn release(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Reviewer])?;
+    state.store.release(&id, &caller.subject).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List cases (admin).
+#[utoipa::path(get, path = "/v1/reviews", tag = "reviews", params(ListQuery),
+    responses((status = 200, body = Vec<Case>), (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/reviews")]
+pub async fn list(state: web::Data<AppState>, caller: Caller, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) || q.offset.unwrap_or(0) < 0 {
+        return Err(ApiError::Unprocessable("limit must be in 1..=1000 and offset >= 0".into()));
+    }
+    let cases = state
+        .store
+        .list_cases(q.status.as_deref(), q.model.as_deref(), limit, q.offset.unwrap_or(0))
+        .await?;
+    let detail = format!("status={:?} model={:?} n={}", q.status, q.model, cases.len());
+    state.store.audit(&caller.subject, caller.role.name(), "cases.list", None, &detail).await?;
+    Ok(HttpResponse::Ok().json(cases))
+}
+
+/// Queue depth by status and the oldest pending case's age (admin).
+#[utoipa::path(get, path = "/v1/reviews/stats", tag = "reviews", responses((status = 200, body = QueueStats)))]
+#[get("/v1/reviews/stats")]
+pub async fn stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
+    Ok(HttpResponse::Ok().json(state.store.stats().await?))
+}
+
+/// Resolved cases of a model as a dataset file (safetensors, DESIGN §3) that
+/// `triaged train --data` reads (admin).
+#[utoipa::path(get, path = "/v1/reviews/export", tag = "reviews", params(ModelQuery),
+    responses((status = 200, description = "Dataset (safetensors)", content_type = "application/octet-stream"),
+              (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/reviews/export")]
+pub async fn export(state: web::Data<AppState>, caller: Caller, q: web::Query<ModelQuery>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
+    let model = q.model.clone().unwrap_or_else(|| state.registry.default_model().to_string());
+    let data = state.store.export(&model).await?;
+    // The dataset writer works on files; a temporary one keeps one code path.
+    let tmp = std::env::temp_dir().join(format!("triaged-export-{}.safetensors", uuid::Uuid::new_v4()));
+    let bytes = crate::data::format::save(&data, &tmp)
+        .and_then(|_| std::fs::read(&tmp).map_err(Into::into))
+        .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")));
+    let _ = std::fs::remove_file(&tmp);
+    let bytes = bytes?;
+    let detail = format!("model={model} cases={}", data.len());
+    state.store.audit(&caller.subject, caller.role.name(), "cases.export", None, &detail).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{model}-reviews.safetensors\""),
+        ))
+        .body(bytes))
+}
+
+/// Model versus reviewers on resolved cases — in shadow mode, the evidence for
+/// going live (admin).
+#[utoipa::path(get, path = "/v1/reviews/agreement", tag = "reviews", params(ModelQuery),
+    responses((status = 200, body = Agreement)))]
+#[get("/v1/reviews/agreement")]
+pub async fn agreement(state: web::Data<AppState>, caller: Caller, q: web::Query<ModelQuery>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
+    let model = q.model.clone().unwrap_or_else(|| state.registry.default_model().to_string());
+    Ok(HttpResponse::Ok().json(state.store.agreement(&model).await?))
+}
+
+/// The append-only audit log (admin).
+#[utoipa::path(get, path = "/v1/audit", tag = "reviews", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>)))]
+#[get("/v1/audit")]
+pub async fn audit_log(state: web::Data<AppState>, caller: Caller, q: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+    caller.require(&[])?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(HttpResponse::Ok().json(state.store.audit_entries(q.case_id.as_deref(), limit).await?))
+}
