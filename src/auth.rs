@@ -50,7 +50,10 @@ impl TokenSpec {
             "auth.tokens: sha256 of subject '{}' is not 64 hex digits",
             self.subject
         );
-        anyhow::ensure!(!self.subject.trim().is_empty(), "auth.tokens: a token needs a subject");
+        anyhow::ensure!(
+            !self.subject.trim().is_empty(),
+            "auth.tokens: a token needs a subject"
+        );
         Ok(())
     }
 }
@@ -106,10 +109,17 @@ impl Auth {
     }
 
     /// The caller behind an `Authorization` header value.
-    pub fn authenticate(&self, authorization: Option<&str>, open_subject: Option<&str>) -> Result<Caller, ApiError> {
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        open_subject: Option<&str>,
+    ) -> Result<Caller, ApiError> {
         if self.is_open() {
             return Ok(Caller {
-                subject: open_subject.filter(|s| !s.is_empty()).unwrap_or("anonymous").to_string(),
+                subject: open_subject
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("anonymous")
+                    .to_string(),
                 role: Role::Admin,
             });
         }
@@ -127,7 +137,8 @@ impl Auth {
                 found = Some((*role, subject.clone()));
             }
         }
-        let (role, subject) = found.ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
+        let (role, subject) =
+            found.ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
         Ok(Caller { subject, role })
     }
 }
@@ -141,7 +152,11 @@ impl FromRequest for Caller {
             return ready(Err(ApiError::Internal("application state missing".into())));
         };
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        ready(state.auth.authenticate(header("authorization"), header("x-triaged-subject")))
+        ready(
+            state
+                .auth
+                .authenticate(header("authorization"), header("x-triaged-subject")),
+        )
     }
 }
 
@@ -159,13 +174,32 @@ mod tests {
 
     #[test]
     fn tokens_map_to_roles_and_bad_ones_are_refused() {
-        let auth = Auth::new(&[spec("s3cret", Role::Reviewer, "dr-a")], "0.0.0.0:8080".parse().unwrap()).unwrap();
+        let auth = Auth::new(
+            &[spec("s3cret", Role::Reviewer, "dr-a")],
+            "0.0.0.0:8080".parse().unwrap(),
+        )
+        .unwrap();
         let c = auth.authenticate(Some("Bearer s3cret"), None).unwrap();
-        assert_eq!(c, Caller { subject: "dr-a".into(), role: Role::Reviewer });
-        assert!(matches!(auth.authenticate(Some("Bearer nope"), None), Err(ApiError::Unauthorized(_))));
-        assert!(matches!(auth.authenticate(None, Some("me")), Err(ApiError::Unauthorized(_))));
+        assert_eq!(
+            c,
+            Caller {
+                subject: "dr-a".into(),
+                role: Role::Reviewer
+            }
+        );
+        assert!(matches!(
+            auth.authenticate(Some("Bearer nope"), None),
+            Err(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            auth.authenticate(None, Some("me")),
+            Err(ApiError::Unauthorized(_))
+        ));
         assert!(c.require(&[Role::Reviewer]).is_ok());
-        assert!(matches!(c.require(&[Role::Client]), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            c.require(&[Role::Client]),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 
     #[test]
@@ -173,7 +207,9 @@ mod tests {
         let auth = Auth::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap();
         let c = auth.authenticate(None, Some("dev")).unwrap();
         assert_eq!((c.subject.as_str(), c.role), ("dev", Role::Admin));
-        let err = Auth::new(&[], "0.0.0.0:8080".parse().unwrap()).err().unwrap();
+        let err = Auth::new(&[], "0.0.0.0:8080".parse().unwrap())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("without auth tokens"), "{err}");
     }
 }

@@ -14,12 +14,12 @@ use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
-use crate::store::{Store, StoreOptions};
 use crate::batch::BatchConfig;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::model::device;
 use crate::registry::Registry;
+use crate::store::{Store, StoreOptions};
 
 pub struct Application {
     port: u16,
@@ -40,11 +40,21 @@ impl Application {
                 StoreOptions {
                     lease: Duration::from_secs(settings.store.lease_seconds),
                     max_lease_failures: settings.store.max_lease_failures,
-                    webhook_targets: settings.webhooks.targets.iter().map(|t| t.url.clone()).collect(),
+                    webhook_targets: settings
+                        .webhooks
+                        .targets
+                        .iter()
+                        .map(|t| t.url.clone())
+                        .collect(),
                 },
             )
             .await
-            .with_context(|| format!("opening the review queue at {}", crate::store::redact_url(&settings.store.url)))?,
+            .with_context(|| {
+                format!(
+                    "opening the review queue at {}",
+                    crate::store::redact_url(&settings.store.url)
+                )
+            })?,
         );
         let device = device::select(settings.batch.device)?;
         let registry = Arc::new(Registry::new(
@@ -148,7 +158,9 @@ async fn maintain_queue(store: Arc<Store>, metrics: Metrics, interval: Duration)
             for (status, n) in &stats.by_status {
                 metrics.review_cases.with_label_values(&[status]).set(*n);
             }
-            metrics.review_oldest_pending.set(stats.oldest_pending_seconds.unwrap_or(0.0));
+            metrics
+                .review_oldest_pending
+                .set(stats.oldest_pending_seconds.unwrap_or(0.0));
         }
         tokio::time::sleep(interval).await;
     }

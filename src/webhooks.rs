@@ -20,17 +20,26 @@ const HOLD_MS: i64 = 30_000;
 
 /// `sha256=<hex>` of the body under the target's secret: receivers recompute it.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Delivers events until the process ends.
-pub async fn deliver_forever(store: Arc<Store>, targets: Vec<WebhookTarget>, max_backoff: Duration, metrics: Metrics) {
+pub async fn deliver_forever(
+    store: Arc<Store>,
+    targets: Vec<WebhookTarget>,
+    max_backoff: Duration,
+    metrics: Metrics,
+) {
     if targets.is_empty() {
         return;
     }
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhooks disabled: cannot build an HTTP client");
@@ -43,7 +52,9 @@ pub async fn deliver_forever(store: Arc<Store>, targets: Vec<WebhookTarget>, max
                 for ev in events {
                     let Some(target) = targets.iter().find(|t| t.url == ev.target) else {
                         // A target removed from config: nothing will deliver it.
-                        let _ = store.event_failed(ev.id, "target no longer configured", 3_600_000).await;
+                        let _ = store
+                            .event_failed(ev.id, "target no longer configured", 3_600_000)
+                            .await;
                         continue;
                     };
                     if !target.events.contains(&ev.event) {
@@ -55,7 +66,10 @@ pub async fn deliver_forever(store: Arc<Store>, targets: Vec<WebhookTarget>, max
                         .header("content-type", "application/json")
                         .header("x-triaged-event", &ev.event)
                         .header("x-triaged-delivery", ev.id.to_string())
-                        .header("x-triaged-signature", signature(&target.secret, ev.payload.as_bytes()))
+                        .header(
+                            "x-triaged-signature",
+                            signature(&target.secret, ev.payload.as_bytes()),
+                        )
                         .body(ev.payload.clone())
                         .send()
                         .await;
@@ -66,14 +80,23 @@ pub async fn deliver_forever(store: Arc<Store>, targets: Vec<WebhookTarget>, max
                     };
                     match failure {
                         None => {
-                            metrics.webhook_deliveries.with_label_values(&["delivered"]).inc();
+                            metrics
+                                .webhook_deliveries
+                                .with_label_values(&["delivered"])
+                                .inc();
                             let _ = store.event_delivered(ev.id).await;
                         }
                         Some(err) => {
-                            metrics.webhook_deliveries.with_label_values(&["failed"]).inc();
-                            let backoff = Duration::from_secs(1u64 << ev.attempts.clamp(0, 20)).min(max_backoff);
+                            metrics
+                                .webhook_deliveries
+                                .with_label_values(&["failed"])
+                                .inc();
+                            let backoff = Duration::from_secs(1u64 << ev.attempts.clamp(0, 20))
+                                .min(max_backoff);
                             tracing::warn!(event = %ev.event, id = ev.id, attempts = ev.attempts + 1, error = %err, retry_in = ?backoff, "webhook delivery failed");
-                            let _ = store.event_failed(ev.id, &err, backoff.as_millis() as i64).await;
+                            let _ = store
+                                .event_failed(ev.id, &err, backoff.as_millis() as i64)
+                                .await;
                         }
                     }
                 }
@@ -93,6 +116,9 @@ mod tests {
     fn signature_is_hmac_sha256_hex() {
         // RFC 4231 test case 2.
         let s = super::signature("Jefe", b"what do ya want for nothing?");
-        assert_eq!(s, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            s,
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

@@ -61,7 +61,10 @@ fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
 /// Models in service.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
 #[get("/v1/models")]
-pub async fn list_models(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list_models(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Client, Role::Reviewer])?;
     let models = state
         .registry

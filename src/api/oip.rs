@@ -12,10 +12,10 @@ use utoipa::ToSchema;
 
 use super::problem::{ApiError, OipError, Problem};
 use super::triage::{predict, record_decision, routed_case, served_model, Uncertainty};
-use crate::policy::Route;
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::model::{Head, InputSchema};
+use crate::policy::Route;
 use crate::registry::LoadedModel;
 
 /// Triton's binary extension: the JSON header's length when binary data follows.
@@ -409,7 +409,10 @@ async fn run_infer(
     }
     if !new_cases.is_empty() {
         // Committed before the answer leaves, as on /v1.
-        state.store.record(None, model.name(), new_cases, String::new()).await?;
+        state
+            .store
+            .record(None, model.name(), new_cases, String::new())
+            .await?;
     }
     let k = model.manifest.classes.len();
     let mut outputs = vec![
@@ -462,7 +465,10 @@ async fn run_infer(
         name: "case_id".into(),
         datatype: "BYTES".into(),
         shape: vec![cases],
-        data: decisions.iter().map(|d| d.case_id.clone().unwrap_or_default()).collect(),
+        data: decisions
+            .iter()
+            .map(|d| d.case_id.clone().unwrap_or_default())
+            .collect(),
     });
     if let Some(wanted) = &request.outputs {
         if let Some(unknown) = wanted

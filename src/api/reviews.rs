@@ -63,18 +63,32 @@ pub async fn claim(state: web::Data<AppState>, caller: Caller) -> Result<HttpRes
     responses((status = 200, body = Case), (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/{case_id}")]
-pub async fn get_case(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_case(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Reviewer])?;
     let case = match caller.role {
         Role::Admin => state.store.case(&id).await?,
         _ => state.store.case_for_reviewer(&id, &caller.subject).await?,
     };
-    state.store.audit(&caller.subject, caller.role.name(), "case.read", Some(&id), "").await?;
+    state
+        .store
+        .audit(
+            &caller.subject,
+            caller.role.name(),
+            "case.read",
+            Some(&id),
+            "",
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(case))
 }
 
-/// Submit your label for a claimed case. Idempotent: the same label again is a
-/// no-op; a different one is 409. The k-th label resolves the case.
+/// Submit your label for a claimed case. Recorded once per reviewer and case: a
+/// repeat (same or different label) changes nothing and answers 409. The k-th
+/// label resolves the case.
 #[utoipa::path(post, path = "/v1/reviews/{case_id}/labels", tag = "reviews",
     params(("case_id" = String, Path)), request_body = LabelRequest,
     responses((status = 200, body = LabelOutcome), (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -89,13 +103,25 @@ pub async fn label(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Reviewer])?;
     let outcome = state.store.label(&id, &caller.subject, body.label).await?;
-    if !outcome.repeated {
-        state.metrics.review_labels.inc();
+    if outcome.repeated {
+        // Recorded once; a retry changes nothing and says so.
+        return Err(ApiError::Conflict(format!(
+            "you already labeled case '{id}' as {}; nothing changed",
+            outcome.label
+        )));
     }
+    state.metrics.review_labels.inc();
     if let Some(r) = &outcome.resolution {
-        state.metrics.review_resolution.observe(r.latency_ms as f64 / 1000.0);
+        state
+            .metrics
+            .review_resolution
+            .observe(r.latency_ms as f64 / 1000.0);
         let agrees = if r.model_correct { "yes" } else { "no" };
-        state.metrics.review_model_agreement.with_label_values(&[&r.model, agrees]).inc();
+        state
+            .metrics
+            .review_model_agreement
+            .with_label_values(&[&r.model, agrees])
+            .inc();
         // Audited automated cases tell the policy how often automation errs.
         if r.audit {
             if let Some(m) = state.registry.get(&r.model) {
@@ -112,7 +138,11 @@ pub async fn label(
     params(("case_id" = String, Path)),
     responses((status = 200, body = Lease), (status = 409, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/{case_id}/renew")]
-pub async fn renew(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn renew(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Reviewer])?;
     Ok(HttpResponse::Ok().json(state.store.renew(&id, &caller.subject).await?))
 }
@@ -122,7 +152,11 @@ pub async fn renew(state: web::Data<AppState>, caller: Caller, id: web::Path<Str
     params(("case_id" = String, Path)),
     responses((status = 204), (status = 409, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/{case_id}/release")]
-pub async fn release(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn release(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Reviewer])?;
     state.store.release(&id, &caller.subject).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -132,18 +166,43 @@ pub async fn release(state: web::Data<AppState>, caller: Caller, id: web::Path<S
 #[utoipa::path(get, path = "/v1/reviews", tag = "reviews", params(ListQuery),
     responses((status = 200, body = Vec<Case>), (status = 422, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews")]
-pub async fn list(state: web::Data<AppState>, caller: Caller, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) || q.offset.unwrap_or(0) < 0 {
-        return Err(ApiError::Unprocessable("limit must be in 1..=1000 and offset >= 0".into()));
+        return Err(ApiError::Unprocessable(
+            "limit must be in 1..=1000 and offset >= 0".into(),
+        ));
     }
     let cases = state
         .store
-        .list_cases(q.status.as_deref(), q.model.as_deref(), limit, q.offset.unwrap_or(0))
+        .list_cases(
+            q.status.as_deref(),
+            q.model.as_deref(),
+            limit,
+            q.offset.unwrap_or(0),
+        )
         .await?;
-    let detail = format!("status={:?} model={:?} n={}", q.status, q.model, cases.len());
-    state.store.audit(&caller.subject, caller.role.name(), "cases.list", None, &detail).await?;
+    let detail = format!(
+        "status={:?} model={:?} n={}",
+        q.status,
+        q.model,
+        cases.len()
+    );
+    state
+        .store
+        .audit(
+            &caller.subject,
+            caller.role.name(),
+            "cases.list",
+            None,
+            &detail,
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(cases))
 }
 
@@ -161,19 +220,38 @@ pub async fn stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpRes
     responses((status = 200, description = "Dataset (safetensors)", content_type = "application/octet-stream"),
               (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/export")]
-pub async fn export(state: web::Data<AppState>, caller: Caller, q: web::Query<ModelQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn export(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<ModelQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
-    let model = q.model.clone().unwrap_or_else(|| state.registry.default_model().to_string());
+    let model = q
+        .model
+        .clone()
+        .unwrap_or_else(|| state.registry.default_model().to_string());
     let data = state.store.export(&model).await?;
     // The dataset writer works on files; a temporary one keeps one code path.
-    let tmp = std::env::temp_dir().join(format!("triaged-export-{}.safetensors", uuid::Uuid::new_v4()));
+    let tmp = std::env::temp_dir().join(format!(
+        "triaged-export-{}.safetensors",
+        uuid::Uuid::new_v4()
+    ));
     let bytes = crate::data::format::save(&data, &tmp)
         .and_then(|_| std::fs::read(&tmp).map_err(Into::into))
         .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")));
     let _ = std::fs::remove_file(&tmp);
     let bytes = bytes?;
     let detail = format!("model={model} cases={}", data.len());
-    state.store.audit(&caller.subject, caller.role.name(), "cases.export", None, &detail).await?;
+    state
+        .store
+        .audit(
+            &caller.subject,
+            caller.role.name(),
+            "cases.export",
+            None,
+            &detail,
+        )
+        .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header((
@@ -188,9 +266,16 @@ pub async fn export(state: web::Data<AppState>, caller: Caller, q: web::Query<Mo
 #[utoipa::path(get, path = "/v1/reviews/agreement", tag = "reviews", params(ModelQuery),
     responses((status = 200, body = Agreement)))]
 #[get("/v1/reviews/agreement")]
-pub async fn agreement(state: web::Data<AppState>, caller: Caller, q: web::Query<ModelQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn agreement(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<ModelQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
-    let model = q.model.clone().unwrap_or_else(|| state.registry.default_model().to_string());
+    let model = q
+        .model
+        .clone()
+        .unwrap_or_else(|| state.registry.default_model().to_string());
     Ok(HttpResponse::Ok().json(state.store.agreement(&model).await?))
 }
 
@@ -198,8 +283,17 @@ pub async fn agreement(state: web::Data<AppState>, caller: Caller, q: web::Query
 #[utoipa::path(get, path = "/v1/audit", tag = "reviews", params(AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>)))]
 #[get("/v1/audit")]
-pub async fn audit_log(state: web::Data<AppState>, caller: Caller, q: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn audit_log(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    Ok(HttpResponse::Ok().json(state.store.audit_entries(q.case_id.as_deref(), limit).await?))
+    Ok(HttpResponse::Ok().json(
+        state
+            .store
+            .audit_entries(q.case_id.as_deref(), limit)
+            .await?,
+    ))
 }

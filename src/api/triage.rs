@@ -10,11 +10,11 @@ use utoipa::ToSchema;
 
 use super::problem::{ApiError, Problem};
 use super::AppState;
-use crate::model::{InputSchema, Prediction};
 use crate::auth::{Caller, Role};
+use crate::model::{InputSchema, Prediction};
 use crate::policy::{Decision, Route};
-use crate::store::{NewCase, Recorded};
 use crate::registry::LoadedModel;
+use crate::store::{NewCase, Recorded};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -224,10 +224,16 @@ pub async fn predict(
 
 /// Triages the instances; routed cases are committed to the review queue before
 /// the answer leaves. A repeated `request_id` gets the first answer back, unchanged.
-async fn triage(state: &AppState, name: &str, req: TriageRequest) -> Result<HttpResponse, ApiError> {
+async fn triage(
+    state: &AppState,
+    name: &str,
+    req: TriageRequest,
+) -> Result<HttpResponse, ApiError> {
     if let Some(rid) = &req.request_id {
         if rid.is_empty() || rid.len() > 200 {
-            return Err(ApiError::Unprocessable("request_id must have 1 to 200 characters".into()));
+            return Err(ApiError::Unprocessable(
+                "request_id must have 1 to 200 characters".into(),
+            ));
         }
         if let Some(first) = state.store.find_response(rid).await? {
             return Ok(json_response(first));
@@ -249,7 +255,14 @@ async fn triage(state: &AppState, name: &str, req: TriageRequest) -> Result<Http
             entropy: p.entropy(),
         };
         if decision.route == Route::Review {
-            let case = routed_case(&model, i, &rows[i * dim..(i + 1) * dim], &p, &decision, &uncertainty);
+            let case = routed_case(
+                &model,
+                i,
+                &rows[i * dim..(i + 1) * dim],
+                &p,
+                &decision,
+                &uncertainty,
+            );
             decision.case_id = Some(case.id.clone());
             new_cases.push(case);
         }
@@ -280,14 +293,20 @@ async fn triage(state: &AppState, name: &str, req: TriageRequest) -> Result<Http
     if new_cases.is_empty() && req.request_id.is_none() {
         return Ok(json_response(body));
     }
-    match state.store.record(req.request_id, model.name(), new_cases, body.clone()).await? {
+    match state
+        .store
+        .record(req.request_id, model.name(), new_cases, body.clone())
+        .await?
+    {
         Recorded::New => Ok(json_response(body)),
         Recorded::Existing(first) => Ok(json_response(first)),
     }
 }
 
 fn json_response(body: String) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(body)
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 /// Counts the decision in `triaged_decisions_total`.
@@ -300,7 +319,14 @@ pub fn record_decision(state: &AppState, model: &LoadedModel, d: &Decision) {
 }
 
 /// The queue's record of a case routed to review.
-pub fn routed_case(model: &LoadedModel, index: usize, input: &[f32], p: &Prediction, d: &Decision, u: &Uncertainty) -> NewCase {
+pub fn routed_case(
+    model: &LoadedModel,
+    index: usize,
+    input: &[f32],
+    p: &Prediction,
+    d: &Decision,
+    u: &Uncertainty,
+) -> NewCase {
     let features = match &model.manifest.input {
         InputSchema::Features { features } => features.clone(),
         InputSchema::Image { .. } => Vec::new(),

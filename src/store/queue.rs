@@ -446,7 +446,14 @@ impl Store {
         .await?;
         let labels = labels_of(tx, id).await?;
         let mut escalated = false;
-        if escalate && !already_escalated && labels.len() == 1 && label != model_class {
+        // "A second opinion when the first disagrees with the model": only a case
+        // planned for one reviewer needs it; with k ≥ 2 a second is coming anyway.
+        if escalate
+            && !already_escalated
+            && needed == 1
+            && labels.len() == 1
+            && label != model_class
+        {
             needed += 1;
             escalated = true;
             sqlx::query("UPDATE cases SET reviewers_needed = $1, escalated = 1 WHERE id = $2")

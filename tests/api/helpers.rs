@@ -210,7 +210,14 @@ pub fn token(secret: &str, role: triaged::auth::Role, subject: &str) -> triaged:
 
 impl TestApp {
     /// A request as `subject` on an open (token-less) server.
-    pub fn as_subject(&self, method: reqwest::Method, path: &str, subject: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).header("x-triaged-subject", subject)
+    pub fn as_subject(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        subject: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-triaged-subject", subject)
     }
 }

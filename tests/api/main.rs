@@ -10,6 +10,6 @@ mod models;
 mod oip;
 mod openapi;
 mod policy;
-mod reviews;
 mod reload;
+mod reviews;
 mod triage;

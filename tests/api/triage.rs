@@ -75,7 +75,10 @@ async fn named_and_default_routes_agree() {
     for key in ["prediction", "uncertainty"] {
         assert_eq!(a["results"][0][key], b["results"][0][key]);
     }
-    assert_eq!(a["results"][0]["decision"]["route"], b["results"][0]["decision"]["route"]);
+    assert_eq!(
+        a["results"][0]["decision"]["route"],
+        b["results"][0]["decision"]["route"]
+    );
 }
 
 #[actix_web::test]

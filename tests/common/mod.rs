@@ -96,3 +96,101 @@ impl Drop for TestDb {
 pub fn short_lease() -> Duration {
     Duration::from_millis(300)
 }
+
+/// A `triaged serve` process on a free loopback port.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Starts the binary against `store_url`, serving the repository's bundles,
+    /// and waits until it is ready.
+    pub async fn start(store_url: &str, log: &std::path::Path) -> Daemon {
+        let port = free_port();
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_triaged"))
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--models-dir",
+            ])
+            .arg(&models)
+            .env("TRIAGED__STORE__URL", store_url)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("start triaged serve");
+        let d = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = client
+                .get(format!("{}/v2/health/ready", d.base))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return d;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "daemon not ready; log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL: no shutdown hook runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every case in the queue (admin listing, paged).
+pub async fn all_cases(base: &str) -> Vec<serde_json::Value> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    loop {
+        let page: Vec<serde_json::Value> = client
+            .get(format!("{base}/v1/reviews?limit=1000&offset={}", out.len()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = page.len();
+        out.extend(page);
+        if n < 1000 {
+            return out;
+        }
+    }
+}
