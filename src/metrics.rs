@@ -38,6 +38,7 @@ pub struct Metrics {
     pub review_labels: prometheus::IntCounter,
     pub review_resolution: prometheus::Histogram,
     pub review_model_agreement: IntCounterVec,
+    pub review_disagreement: prometheus::Histogram,
     pub review_lease_expiries: prometheus::IntCounter,
     pub webhook_deliveries: IntCounterVec,
 }
@@ -148,6 +149,13 @@ impl Metrics {
                     "Resolved cases by whether the reviewers' consensus agreed with the model."
                 ),
                 &["model", "agrees"]
+            )),
+            review_disagreement: register!(prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "triaged_review_reviewer_disagreement",
+                    "Pairwise disagreement D among the reviewers of each resolved case with 2 or more labels."
+                )
+                .buckets(vec![0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
             )),
             review_lease_expiries: register!(prometheus::IntCounter::new(
                 "triaged_review_lease_expiries_total",
