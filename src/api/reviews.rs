@@ -226,21 +226,10 @@ pub async fn export(
     q: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
-    let model = q
-        .model
-        .clone()
-        .unwrap_or_else(|| state.registry.default_model().to_string());
+    let model = model_or_default(&state, &q);
     let data = state.store.export(&model).await?;
-    // The dataset writer works on files; a temporary one keeps one code path.
-    let tmp = std::env::temp_dir().join(format!(
-        "triaged-export-{}.safetensors",
-        uuid::Uuid::new_v4()
-    ));
-    let bytes = crate::data::format::save(&data, &tmp)
-        .and_then(|_| std::fs::read(&tmp).map_err(Into::into))
-        .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")));
-    let _ = std::fs::remove_file(&tmp);
-    let bytes = bytes?;
+    let bytes = crate::data::format::to_bytes(&data)
+        .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")))?;
     let detail = format!("model={model} cases={}", data.len());
     state
         .store
@@ -272,10 +261,7 @@ pub async fn agreement(
     q: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
-    let model = q
-        .model
-        .clone()
-        .unwrap_or_else(|| state.registry.default_model().to_string());
+    let model = model_or_default(&state, &q);
     Ok(HttpResponse::Ok().json(state.store.agreement(&model).await?))
 }
 
@@ -296,4 +282,10 @@ pub async fn audit_log(
             .audit_entries(q.case_id.as_deref(), limit)
             .await?,
     ))
+}
+
+fn model_or_default(state: &AppState, q: &ModelQuery) -> String {
+    q.model
+        .clone()
+        .unwrap_or_else(|| state.registry.default_model().to_string())
 }

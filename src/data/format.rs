@@ -18,6 +18,12 @@ pub fn save(dataset: &Dataset, path: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating folder {}", dir.display()))?;
     }
+    let bytes = to_bytes(dataset)?;
+    std::fs::write(path, bytes).with_context(|| format!("writing dataset {}", path.display()))
+}
+
+/// The dataset file's bytes.
+pub fn to_bytes(dataset: &Dataset) -> anyhow::Result<Vec<u8>> {
     let n = dataset.len();
     let k = dataset.num_classes();
     let mut meta = HashMap::new();
@@ -70,8 +76,7 @@ pub fn save(dataset: &Dataset, path: &Path) -> anyhow::Result<()> {
             TensorView::new(Dtype::U8, vec![n], &split_bytes)?,
         ));
     }
-    safetensors::serialize_to_file(tensors, Some(meta), path)
-        .with_context(|| format!("writing dataset {}", path.display()))
+    safetensors::serialize(tensors, Some(meta)).context("encoding the dataset as safetensors")
 }
 
 /// Reads and validates a dataset file. Errors name the file and the offending
