@@ -42,8 +42,9 @@ async fn not_ready_until_the_default_model_loads() {
 
 #[actix_web::test]
 async fn graceful_stop_finishes_in_flight_requests() {
-    // Requests sit 300 ms in the batcher, so they are in flight when stop begins.
-    let app = spawn_app_with(true, |s| s.batch.max_wait_us = 300_000).await;
+    // Requests sit a second in the batcher, so they are in flight when stop begins
+    // even on a loaded machine.
+    let app = spawn_app_with(true, |s| s.batch.max_wait_us = 1_000_000).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
         let client = app.client.clone();
@@ -57,7 +58,7 @@ async fn graceful_stop_finishes_in_flight_requests() {
                 .map(|r| r.status().as_u16())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let stopped = tokio::spawn({
         let handle = app.handle.clone();
         async move { handle.stop(true).await }
