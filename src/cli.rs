@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Overrides, Settings};
 use crate::data::csv_import::{self, CsvImport, LabelLayout};
 use crate::data::synth::{self, SynthConfig};
-use crate::data::{describe, format, Split};
+use crate::data::{describe, format, images, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::device::{self, DeviceChoice};
 use crate::model::Predictor;
@@ -90,6 +90,8 @@ pub enum DataCommand {
     },
     /// Import a CSV of features and human labels.
     ImportCsv(ImportCsvArgs),
+    /// Import a folder or .tar.gz of images and a CSV of labels.
+    ImportImages(ImportImagesArgs),
     /// Summarise a data set: size, classes, labels per case, disagreement.
     Describe {
         /// The dataset file.
@@ -132,6 +134,41 @@ pub struct ImportCsvArgs {
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
     /// Keep only cases with at least this many labels (rows stay in file order).
+    #[arg(long, default_value_t = 0)]
+    pub min_labels: u32,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("labels").required(true).args(["counts", "annotators"]))]
+pub struct ImportImagesArgs {
+    /// A folder, or a .tar.gz/.tgz archive, holding the images.
+    #[arg(long)]
+    pub images: PathBuf,
+    #[arg(long)]
+    pub csv: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// One count column per class, comma-separated, in class order.
+    #[arg(long, value_delimiter = ',')]
+    pub counts: Option<Vec<String>>,
+    /// One column per annotator holding a class index or name, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub annotators: Option<Vec<String>>,
+    /// Column with each image's path, relative to --images.
+    #[arg(long, default_value = "image")]
+    pub image_column: String,
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[arg(long)]
+    pub split: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+    /// Size of the stored images, HxW.
+    #[arg(long, default_value = "32x32")]
+    pub size: String,
+    /// Fail on an image of another size instead of resizing it.
+    #[arg(long)]
+    pub no_resize: bool,
     #[arg(long, default_value_t = 0)]
     pub min_labels: u32,
 }
@@ -209,13 +246,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Data(DataCommand::ImportCsv(args)) => import_csv(args),
+        Command::Data(DataCommand::ImportImages(args)) => import_images(args),
         Command::Data(DataCommand::Describe { file, json }) => {
             let summary = describe::describe(&format::load(&file)?);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+            let text = if json {
+                serde_json::to_string_pretty(&summary)? + "\n"
             } else {
-                print!("{summary}");
-            }
+                summary.to_string()
+            };
+            // A closed pipe (`| head`) is not an error worth a panic.
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(())
         }
         Command::Train(args) => run_train(args),
@@ -267,6 +308,7 @@ fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {
         split: args.split,
         classes: args.classes,
         min_labels: args.min_labels,
+        image_column: None,
     })?;
     format::save(&data, &args.out)?;
     println!(
@@ -275,6 +317,49 @@ fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {
         data.len(),
         data.num_classes(),
         data.inputs().case_len()
+    );
+    Ok(())
+}
+
+fn import_images(args: ImportImagesArgs) -> anyhow::Result<()> {
+    let (h, w) = args
+        .size
+        .split_once('x')
+        .and_then(|(h, w)| {
+            Some((
+                h.trim().parse::<usize>().ok()?,
+                w.trim().parse::<usize>().ok()?,
+            ))
+        })
+        .with_context(|| format!("--size '{}' is not HxW (e.g. 32x32)", args.size))?;
+    let labels = match (args.counts, args.annotators) {
+        (Some(c), _) => LabelLayout::Counts(c),
+        (_, Some(a)) => LabelLayout::Annotators(a),
+        _ => anyhow::bail!("give --counts or --annotators"),
+    };
+    let data = images::import_images(&images::ImageImport {
+        images: args.images,
+        labels: CsvImport {
+            csv: args.csv,
+            labels,
+            features: None,
+            reference: args.reference,
+            split: args.split,
+            classes: args.classes,
+            min_labels: args.min_labels,
+            image_column: Some(args.image_column),
+        },
+        height: h,
+        width: w,
+        resize: !args.no_resize,
+    })?;
+    format::save(&data, &args.out)?;
+    println!(
+        "wrote {} ({} images {h}x{w}x{}, {} classes)",
+        args.out.display(),
+        data.len(),
+        images::CHANNELS,
+        data.num_classes()
     );
     Ok(())
 }

@@ -21,6 +21,7 @@ fn counts_opts(csv: PathBuf) -> CsvImport {
         split: None,
         classes: None,
         min_labels: 0,
+        image_column: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn annotator_columns_count_labels_and_skip_empty_cells() {
         split: None,
         classes: Some(vec!["cat".into(), "dog".into(), "bird".into()]),
         min_labels: 0,
+        image_column: None,
     };
     let d = import_csv(&opts).unwrap();
     assert_eq!(d.counts(0), [2, 1, 0]);
@@ -106,6 +108,7 @@ fn annotator_indices_without_class_names_define_k() {
         split: None,
         classes: None,
         min_labels: 0,
+        image_column: None,
     };
     let d = import_csv(&opts).unwrap();
     assert_eq!(d.class_names(), ["0", "1", "2", "3"]);
@@ -131,6 +134,7 @@ fn one_row_per_annotation_groups_by_case() {
         split: None,
         classes: Some(vec!["benign".into(), "malignant".into()]),
         min_labels: 0,
+        image_column: None,
     };
     let d = import_csv(&opts).unwrap();
     assert_eq!(d.len(), 2, "cases in order of first appearance");
@@ -158,6 +162,7 @@ fn long_layout_rejects_a_case_whose_features_change() {
         split: None,
         classes: None,
         min_labels: 0,
+        image_column: None,
     };
     let e = import_err(&opts);
     assert_eq!(
@@ -270,6 +275,7 @@ fn unknown_class_is_rejected_with_the_known_ones() {
         split: None,
         classes: Some(vec!["cat".into(), "dog".into()]),
         min_labels: 0,
+        image_column: None,
     };
     let e = import_err(&opts);
     assert_eq!((e.line, e.column.as_deref()), (Some(3), Some("r2")), "{e}");

@@ -35,6 +35,21 @@ pub struct CsvImport {
     pub classes: Option<Vec<String>>,
     /// Drop cases with fewer labels than this (e.g. 3 for a usable `D`).
     pub min_labels: u32,
+    /// For image data sets: the column holding each case's image path; no
+    /// feature columns are read then.
+    pub image_column: Option<String>,
+}
+
+/// What a CSV says about its cases before inputs are attached.
+pub struct Labeled {
+    /// Feature names and row-major values (feature imports).
+    pub features: Option<(Vec<String>, Vec<f32>)>,
+    /// Image path and CSV line per case (image imports).
+    pub images: Option<Vec<(String, u64)>>,
+    pub class_names: Vec<String>,
+    pub counts: Vec<u32>,
+    pub reference: Option<Vec<i64>>,
+    pub split: Option<Vec<Split>>,
 }
 
 /// A malformed input, located as precisely as the input allows.
@@ -85,6 +100,26 @@ struct Row {
 
 /// Reads, checks and converts the CSV into a data set.
 pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
+    let labeled = read_labeled(opts)?;
+    let (names, values) = labeled.features.unwrap_or_default();
+    Dataset::new(
+        Inputs::Features {
+            dim: names.len(),
+            names,
+            values,
+        },
+        labeled.class_names,
+        labeled.counts,
+        labeled.reference,
+        labeled.split,
+        format!("import-csv {}", opts.csv.display()),
+    )
+    .map_err(|e| Ctx { file: &opts.csv }.err(None, None, format!("{e:#}")))
+}
+
+/// Reads and checks the CSV: labels, reference, split, and either the feature
+/// values or (with `image_column`) each case's image path.
+pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
     let ctx = Ctx { file: &opts.csv };
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -149,11 +184,13 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
     let split_col = opts.split.as_deref().map(find).transpose()?;
     used.extend(reference_col);
     used.extend(split_col);
-    let feature_cols: Vec<usize> = match &opts.features {
-        Some(names) => names.iter().map(|c| find(c)).collect::<Result<_, _>>()?,
-        None => (0..header.len()).filter(|i| !used.contains(i)).collect(),
+    let image_col = opts.image_column.as_deref().map(find).transpose()?;
+    let feature_cols: Vec<usize> = match (&opts.features, image_col) {
+        (_, Some(_)) => Vec::new(),
+        (Some(names), None) => names.iter().map(|c| find(c)).collect::<Result<_, _>>()?,
+        (None, None) => (0..header.len()).filter(|i| !used.contains(i)).collect(),
     };
-    if feature_cols.is_empty() {
+    if feature_cols.is_empty() && image_col.is_none() {
         return Err(ctx.err(
             Some(1),
             None,
@@ -249,6 +286,7 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
     let mut reference = reference_col.map(|_| Vec::with_capacity(groups.len()));
     let mut split = split_col.map(|_| Vec::with_capacity(groups.len()));
     let mut dropped = 0usize;
+    let mut images = Vec::new();
     for group in &groups {
         let first = group[0];
         let mut case_counts = vec![0u32; k];
@@ -290,6 +328,17 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
         for &col in &feature_cols {
             values.push(parse_feature(first, col)?);
         }
+        if let Some(col) = image_col {
+            let path = first.cells[col].to_string();
+            if path.is_empty() {
+                return Err(ctx.err(
+                    Some(first.line),
+                    Some(&header[col]),
+                    "missing image path".into(),
+                ));
+            }
+            images.push((path, first.line));
+        }
         if let (Some(col), Some(out)) = (reference_col, reference.as_mut()) {
             out.push(parse_class(first, col)?.map_or(-1, |c| c as i64));
         }
@@ -326,16 +375,15 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
             format!("no case has at least {} labels", opts.min_labels),
         ));
     }
-    let names = feature_cols.iter().map(|&c| header[c].clone()).collect();
-    Dataset::new(
-        Inputs::Features { dim, names, values },
-        classes,
+    let names: Vec<String> = feature_cols.iter().map(|&c| header[c].clone()).collect();
+    Ok(Labeled {
+        features: image_col.is_none().then_some((names, values)),
+        images: image_col.map(|_| images),
+        class_names: classes,
         counts,
         reference,
         split,
-        format!("import-csv {}", opts.csv.display()),
-    )
-    .map_err(|e| ctx.err(None, None, format!("{e:#}")))
+    })
 }
 
 fn parse_count(

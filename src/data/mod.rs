@@ -5,6 +5,7 @@
 pub mod csv_import;
 pub mod describe;
 pub mod format;
+pub mod images;
 pub mod synth;
 pub mod targets;
 

@@ -1,0 +1,154 @@
+//! `triaged data import-images`: a folder or `.tar.gz` of PNG/JPEG images plus a
+//! CSV of labels (per-class counts, or annotator columns) becomes an image data
+//! set (`u8 [N,H,W,C]`, RGB). Images are resized to the requested size unless
+//! `--no-resize`; unreadable images, missing files, wrong sizes and labels out of
+//! range fail with the CSV line and the image path.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+
+use super::csv_import::{read_labeled, CsvImport, ImportError};
+use super::{Dataset, Inputs};
+
+/// Channels of every imported image (RGB).
+pub const CHANNELS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct ImageImport {
+    /// A folder, or a `.tar.gz` / `.tgz` archive; CSV paths are relative to it.
+    pub images: PathBuf,
+    /// Labels; `image_column` must be set.
+    pub labels: CsvImport,
+    pub height: usize,
+    pub width: usize,
+    /// Resize images of another size (else: an error).
+    pub resize: bool,
+}
+
+pub fn import_images(opts: &ImageImport) -> Result<Dataset, ImportError> {
+    let csv = &opts.labels.csv;
+    let column = opts
+        .labels
+        .image_column
+        .clone()
+        .unwrap_or_else(|| "image".into());
+    let err = |line: Option<u64>, message: String| ImportError {
+        file: csv.clone(),
+        line,
+        column: Some(column.clone()),
+        message,
+    };
+    if opts.height == 0 || opts.width == 0 {
+        return Err(err(None, "the image size must be positive".into()));
+    }
+    let labeled = read_labeled(&opts.labels)?;
+    let cases = labeled.images.clone().unwrap_or_default();
+    let mut bytes = load_bytes(&opts.images, &cases).map_err(|(line, m)| err(line, m))?;
+    let (h, w) = (opts.height, opts.width);
+    let mut pixels = Vec::with_capacity(cases.len() * h * w * CHANNELS);
+    for (path, line) in &cases {
+        let data = bytes
+            .remove(path.as_str())
+            .or_else(|| bytes.get(path.as_str()).cloned())
+            .ok_or_else(|| {
+                err(
+                    Some(*line),
+                    format!("image '{path}' not found in {}", opts.images.display()),
+                )
+            })?;
+        let img = image::load_from_memory(&data)
+            .map_err(|e| err(Some(*line), format!("image '{path}' is unreadable: {e}")))?
+            .to_rgb8();
+        let img = if (img.height() as usize, img.width() as usize) == (h, w) {
+            img
+        } else if opts.resize {
+            image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle)
+        } else {
+            return Err(err(
+                Some(*line),
+                format!(
+                    "image '{path}' is {}x{} (HxW), expected {h}x{w}",
+                    img.height(),
+                    img.width()
+                ),
+            ));
+        };
+        pixels.extend_from_slice(img.as_raw());
+    }
+    Dataset::new(
+        Inputs::Images {
+            height: h,
+            width: w,
+            channels: CHANNELS,
+            pixels,
+        },
+        labeled.class_names,
+        labeled.counts,
+        labeled.reference,
+        labeled.split,
+        format!(
+            "import-images {} + {}",
+            opts.images.display(),
+            csv.display()
+        ),
+    )
+    .map_err(|e| err(None, format!("{e:#}")))
+}
+
+/// Bytes of every image the CSV names (a path the CSV repeats is read once).
+fn load_bytes(
+    source: &Path,
+    cases: &[(String, u64)],
+) -> Result<HashMap<String, Vec<u8>>, (Option<u64>, String)> {
+    let name = source.to_string_lossy();
+    if source.is_dir() {
+        let mut out = HashMap::new();
+        for (path, line) in cases {
+            if out.contains_key(path) {
+                continue;
+            }
+            let full = source.join(path);
+            let data = std::fs::read(&full).map_err(|e| {
+                (
+                    Some(*line),
+                    format!("image '{}' cannot be read: {e}", full.display()),
+                )
+            })?;
+            out.insert(path.clone(), data);
+        }
+        return Ok(out);
+    }
+    if !(name.ends_with(".tar.gz") || name.ends_with(".tgz")) {
+        return Err((
+            None,
+            format!("--images {name}: not a folder or a .tar.gz/.tgz archive"),
+        ));
+    }
+    let wanted: HashSet<&str> = cases.iter().map(|(p, _)| p.as_str()).collect();
+    let file = std::fs::File::open(source).map_err(|e| (None, format!("opening {name}: {e}")))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = HashMap::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| (None, format!("reading {name}: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| (None, format!("reading {name}: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| (None, format!("reading {name}: {e}")))?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if wanted.contains(path.as_str()) {
+            let mut data = Vec::with_capacity(entry.size() as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| (None, format!("reading '{path}' from {name}: {e}")))?;
+            out.insert(path, data);
+        }
+    }
+    Ok(out)
+}
