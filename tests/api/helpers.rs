@@ -144,6 +144,15 @@ impl TestApp {
             .collect()
     }
 
+    /// `POST /v1/admin/models/{MODEL}/reload`.
+    pub async fn reload(&self) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/admin/models/{MODEL}/reload")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
     }

@@ -23,12 +23,7 @@ async fn not_ready_until_the_default_model_loads() {
     .await;
 
     install_bundle(&app.models_dir, "1");
-    let resp = app
-        .client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.reload().await;
     assert_eq!(resp.status(), 200);
     let ready = app.get("/v2/health/ready").await;
     assert_eq!(ready.status(), 200);

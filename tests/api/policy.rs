@@ -40,11 +40,7 @@ async fn the_bundles_calibrated_policy_makes_the_decisions() {
     let v1 = install_bundle(&app.models_dir, "1");
     // Every LIDC prediction is far below 0.999 confidence: all reviewed.
     spec::write(&v1, &risk_spec(Some(0.999))).unwrap();
-    app.client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    app.reload().await;
     app.wait_ready().await;
 
     let m: Value = app
@@ -77,12 +73,7 @@ async fn the_bundles_calibrated_policy_makes_the_decisions() {
     // Version 2 ships with a policy that certified nothing: model and policy swap together.
     let v2 = install_bundle(&app.models_dir, "2");
     spec::write(&v2, &risk_spec(None)).unwrap();
-    let reload = app
-        .client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    let reload = app.reload().await;
     assert_eq!(reload.status(), 200);
     let r: Value = app
         .post_json("/v1/triage", &triage_body(&rows))
@@ -104,12 +95,7 @@ async fn the_bundles_calibrated_policy_makes_the_decisions() {
         "{\"format_version\": 1, \"rule\": {\"kind\": \"magic\"}}",
     )
     .unwrap();
-    let reload = app
-        .client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    let reload = app.reload().await;
     assert_problem(reload, 409, "policy.json").await;
     let m: Value = app
         .get(&format!("/v1/models/{MODEL}"))
@@ -126,11 +112,7 @@ async fn audits_above_alpha_fall_back_to_review_all_visibly() {
     let v1 = install_bundle(&app.models_dir, "1");
     // tau 0: every case automated until audits say otherwise.
     spec::write(&v1, &risk_spec(Some(0.0))).unwrap();
-    app.client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    app.reload().await;
     app.wait_ready().await;
     let r: Value = app
         .post_json("/v1/triage", &triage_body(&[nodule(1)]))

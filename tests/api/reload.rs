@@ -34,12 +34,7 @@ async fn reload_while_requests_stream_in_loses_none() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     install_bundle(&app.models_dir, "2");
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.reload().await;
     assert_eq!(r.status(), 200);
     let outcome: Value = r.json().await.unwrap();
     assert_eq!(outcome["version"], "2");
@@ -84,12 +79,7 @@ async fn a_broken_bundle_is_refused_and_the_old_version_keeps_serving() {
     let app = spawn_app().await;
     let broken = install_bundle(&app.models_dir, "3");
     std::fs::write(broken.join("model.safetensors"), b"garbage").unwrap();
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.reload().await;
     let p = assert_problem(r, 409, "model.safetensors").await;
     assert!(p["detail"]
         .as_str()
@@ -111,12 +101,7 @@ async fn a_broken_bundle_is_refused_and_the_old_version_keeps_serving() {
 
     // A manifest that fails validation is refused the same way.
     std::fs::write(broken.join("model.json"), "{\"format_version\": 1}").unwrap();
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/admin/models/{MODEL}/reload")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.reload().await;
     assert_problem(r, 409, "model.json").await;
     assert_problem(
         app.client
