@@ -73,16 +73,7 @@ pub async fn get_case(
         Role::Admin => state.store.case(&id).await?,
         _ => state.store.case_for_reviewer(&id, &caller.subject).await?,
     };
-    state
-        .store
-        .audit(
-            &caller.subject,
-            caller.role.name(),
-            "case.read",
-            Some(&id),
-            "",
-        )
-        .await?;
+    audit(&state, &caller, "case.read", Some(&id), "").await?;
     Ok(HttpResponse::Ok().json(case))
 }
 
@@ -193,16 +184,7 @@ pub async fn list(
         q.model,
         cases.len()
     );
-    state
-        .store
-        .audit(
-            &caller.subject,
-            caller.role.name(),
-            "cases.list",
-            None,
-            &detail,
-        )
-        .await?;
+    audit(&state, &caller, "cases.list", None, &detail).await?;
     Ok(HttpResponse::Ok().json(cases))
 }
 
@@ -231,16 +213,7 @@ pub async fn export(
     let bytes = crate::data::format::to_bytes(&data)
         .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")))?;
     let detail = format!("model={model} cases={}", data.len());
-    state
-        .store
-        .audit(
-            &caller.subject,
-            caller.role.name(),
-            "cases.export",
-            None,
-            &detail,
-        )
-        .await?;
+    audit(&state, &caller, "cases.export", None, &detail).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header((
@@ -288,4 +261,18 @@ fn model_or_default(state: &AppState, q: &ModelQuery) -> String {
     q.model
         .clone()
         .unwrap_or_else(|| state.registry.default_model().to_string())
+}
+
+/// Appends to the audit log as the caller.
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    case_id: Option<&str>,
+    detail: &str,
+) -> Result<(), ApiError> {
+    Ok(state
+        .store
+        .audit(&caller.subject, caller.role.name(), action, case_id, detail)
+        .await?)
 }

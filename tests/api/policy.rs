@@ -123,27 +123,9 @@ async fn audits_above_alpha_fall_back_to_review_all_visibly() {
     assert_eq!(r["results"][0]["decision"]["route"], "automate");
 
     let audit_url = app.url(&format!("/v1/admin/models/{MODEL}/audit"));
-    let s: Value = app
-        .client
-        .post(&audit_url)
-        .json(&serde_json::json!({"correct": 18, "wrong": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = report_audit(&app, &audit_url, 18, 2).await;
     assert_eq!(s["fallback"], false, "{s}");
-    let s: Value = app
-        .client
-        .post(&audit_url)
-        .json(&serde_json::json!({"correct": 50, "wrong": 30}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = report_audit(&app, &audit_url, 50, 30).await;
     assert_eq!(s["fallback"], true, "{s}");
     assert!(s["lower"].as_f64().unwrap() > 0.1);
 
@@ -188,4 +170,17 @@ async fn audits_above_alpha_fall_back_to_review_all_visibly() {
         .await
         .unwrap();
     assert_problem(bad, 422, "at least one").await;
+}
+
+/// Reports audit outcomes and returns the audit status.
+async fn report_audit(app: &TestApp, url: &str, correct: u64, wrong: u64) -> Value {
+    app.client
+        .post(url)
+        .json(&serde_json::json!({"correct": correct, "wrong": wrong}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
