@@ -181,6 +181,11 @@ pub struct TrainArgs {
     /// Bundle folder `models/<name>/<version>/`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Image data: a second data set whose calibration split (and test split, for
+    /// the metrics in model.json) is used instead of `--data`'s; every labelled
+    /// image of `--data` is then trained on unless it has its own split.
+    #[arg(long)]
+    pub calibration_data: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, env = "TRIAGED_DEVICE")]
     pub device: DeviceChoice,
     #[command(flatten)]
@@ -367,7 +372,20 @@ fn import_images(args: ImportImagesArgs) -> anyhow::Result<()> {
 fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let device = device::select(args.device)?;
     let data = format::load(&args.data)?;
-    let outcome = train::train(&data, &args.data, &args.out, &args.config, &device, true)?;
+    let calibration = args
+        .calibration_data
+        .as_ref()
+        .map(|p| format::load(p).map(|d| (d, p.clone())))
+        .transpose()?;
+    let outcome = train::train(
+        &data,
+        &args.data,
+        calibration.as_ref().map(|(d, p)| (d, p.as_path())),
+        &args.out,
+        &args.config,
+        &device,
+        true,
+    )?;
     let m = &outcome.manifest;
     println!(
         "wrote bundle {} ({} v{}): {} epochs, best {}, temperature {:.3}",

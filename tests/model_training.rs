@@ -38,7 +38,7 @@ fn train_bundle(dir: &Path, data: &Dataset, cfg: &TrainConfig) -> std::path::Pat
     let data_path = dir.join("d.safetensors");
     format::save(data, &data_path).unwrap();
     let out = dir.join("models/m/1");
-    train::train(data, &data_path, &out, cfg, &Device::Cpu, false).unwrap();
+    train::train(data, &data_path, None, &out, cfg, &Device::Cpu, false).unwrap();
     out
 }
 

@@ -233,6 +233,20 @@ impl Dataset {
     }
 
     /// Feature row of case `i`; `None` for image data sets.
+    /// Appends case `i`'s model inputs as f32: its feature row, or its image's
+    /// pixels (NHWC, 0–255).
+    pub fn extend_inputs(&self, i: usize, out: &mut Vec<f32>) {
+        match &self.inputs {
+            Inputs::Features { dim, values, .. } => {
+                out.extend_from_slice(&values[i * dim..(i + 1) * dim])
+            }
+            Inputs::Images { pixels, .. } => {
+                let len = self.inputs.case_len();
+                out.extend(pixels[i * len..(i + 1) * len].iter().map(|&p| f32::from(p)))
+            }
+        }
+    }
+
     pub fn features(&self, i: usize) -> Option<&[f32]> {
         match &self.inputs {
             Inputs::Features { dim, values, .. } => Some(&values[i * dim..(i + 1) * dim]),

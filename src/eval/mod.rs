@@ -173,10 +173,7 @@ pub fn evaluate(
     for chunk in indices.chunks(EVAL_BATCH) {
         let mut rows = Vec::with_capacity(chunk.len() * manifest.input_dim());
         for &i in chunk {
-            rows.extend_from_slice(
-                data.features(i)
-                    .ok_or_else(|| anyhow::anyhow!("image data sets need an image model"))?,
-            );
+            data.extend_inputs(i, &mut rows);
         }
         predictions.extend(predictor.predict(&rows)?);
     }

@@ -27,9 +27,14 @@ pub enum Head {
 /// Network shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Architecture {
-    /// `mlp` (feature vectors).
+    /// `mlp` (feature vectors) or `cnn` (images).
     pub kind: String,
-    /// Widths of the shared hidden layers (ReLU).
+    /// `cnn` only: output channels of each 3×3 conv–BN–ReLU block, stage by stage;
+    /// every stage ends in 2×2 max pooling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<Vec<usize>>>,
+    /// Widths of the shared dense hidden layers (ReLU); for `cnn`, after the
+    /// flattened last stage.
     pub hidden: Vec<usize>,
     /// Dropout after each hidden layer, in training only.
     pub dropout: f32,
@@ -124,27 +129,54 @@ impl Manifest {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(format!("temperature: {} is not positive", self.temperature));
         }
-        if self.architecture.kind != "mlp" {
-            return Err(format!(
-                "architecture.kind: '{}' is not supported (expected 'mlp')",
-                self.architecture.kind
-            ));
-        }
         if self.architecture.ensemble == 0 {
             return Err("architecture.ensemble: must be at least 1".into());
         }
         if self.architecture.hidden.contains(&0) {
             return Err("architecture.hidden: widths must be positive".into());
         }
-        match &self.input {
-            InputSchema::Features { features } => {
+        match (self.architecture.kind.as_str(), &self.input) {
+            ("mlp", InputSchema::Features { features }) => {
                 if features.is_empty() {
                     return Err("input.features: empty".into());
                 }
                 self.preprocessing.validate(features.len())?;
             }
-            InputSchema::Image { .. } => {
-                return Err("input.kind 'image' needs an image architecture, not 'mlp'".into())
+            (
+                "cnn",
+                InputSchema::Image {
+                    height,
+                    width,
+                    channels,
+                },
+            ) => {
+                let stages = match &self.architecture.stages {
+                    Some(s) if !s.is_empty() && s.iter().all(|w| !w.is_empty()) => s,
+                    _ => return Err("architecture.stages: a cnn needs non-empty stages".into()),
+                };
+                if stages.iter().flatten().any(|&c| c == 0) {
+                    return Err("architecture.stages: channel counts must be positive".into());
+                }
+                let shrink = 1usize << stages.len();
+                if *height < shrink || *width < shrink || *channels == 0 {
+                    return Err(format!(
+                        "input: {height}×{width}×{channels} is too small for {} pooling stages",
+                        stages.len()
+                    ));
+                }
+                // Images are normalised per channel.
+                self.preprocessing.validate(*channels)?;
+            }
+            ("mlp", InputSchema::Image { .. }) => {
+                return Err("input.kind 'image' needs architecture.kind 'cnn', not 'mlp'".into())
+            }
+            ("cnn", InputSchema::Features { .. }) => {
+                return Err("architecture.kind 'cnn' needs input.kind 'image'".into())
+            }
+            (other, _) => {
+                return Err(format!(
+                    "architecture.kind: '{other}' is not supported (expected 'mlp' or 'cnn')"
+                ))
             }
         }
         Ok(())

@@ -36,7 +36,7 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    fn apply(&mut self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn apply(&mut self, xs: &Tensor) -> candle_core::Result<Tensor> {
         if self.p <= 0.0 {
             return Ok(xs.clone());
         }

@@ -7,8 +7,66 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use super::bundle::{self, Head, Manifest, WEIGHTS_FILE};
-use super::net::TriageNet;
+use super::bundle::{self, Head, InputSchema, Manifest, WEIGHTS_FILE};
+use super::cnn::{ConvNet, ImageShape};
+use super::net::{MemberOutputs, TriageNet};
+
+/// The network behind a predictor: an MLP over feature vectors or a CNN over images.
+pub enum Network {
+    Mlp(TriageNet),
+    Cnn(ConvNet),
+}
+
+impl Network {
+    /// Builds the network `manifest` describes over `vb`.
+    pub fn new(manifest: &Manifest, vb: VarBuilder) -> candle_core::Result<Network> {
+        let k = manifest.classes.len();
+        let arch = &manifest.architecture;
+        Ok(match &manifest.input {
+            InputSchema::Features { features } => Network::Mlp(TriageNet::new(
+                arch,
+                features.len(),
+                k,
+                &manifest.heads,
+                vb,
+            )?),
+            &InputSchema::Image {
+                height,
+                width,
+                channels,
+            } => Network::Cnn(ConvNet::new(
+                arch,
+                ImageShape {
+                    height,
+                    width,
+                    channels,
+                },
+                k,
+                &manifest.heads,
+                vb,
+            )?),
+        })
+    }
+
+    pub fn ensemble_size(&self) -> usize {
+        match self {
+            Network::Mlp(n) => n.ensemble_size(),
+            Network::Cnn(n) => n.ensemble_size(),
+        }
+    }
+
+    /// Inference forward pass on preprocessed rows `[B, input_dim]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<MemberOutputs>> {
+        match self {
+            Network::Mlp(n) => n.forward(x, None),
+            Network::Cnn(n) => {
+                let s = n.shape();
+                let b = x.dim(0)?;
+                n.forward(&x.reshape((b, s.height, s.width, s.channels))?, None)
+            }
+        }
+    }
+}
 
 /// What the model says about one case.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +164,18 @@ impl RawOutputs {
         out.iter().map(|v| (v / m) as f32).collect()
     }
 
+    /// These outputs followed by `other`'s (same model, later cases).
+    pub fn concat(mut self, other: RawOutputs) -> RawOutputs {
+        for (mine, theirs) in self.member_logits.iter_mut().zip(other.member_logits) {
+            mine.extend(theirs);
+        }
+        self.disagreement.extend(other.disagreement);
+        if let (Some(mine), Some(theirs)) = (self.human_error.as_mut(), other.human_error) {
+            mine.extend(theirs);
+        }
+        self
+    }
+
     pub fn predictions(&self, temperature: f64) -> Vec<Prediction> {
         (0..self.len())
             .map(|i| Prediction {
@@ -119,7 +189,7 @@ impl RawOutputs {
 
 pub struct Predictor {
     manifest: Manifest,
-    net: TriageNet,
+    net: Network,
     device: Device,
     dir: PathBuf,
 }
@@ -133,14 +203,7 @@ impl Predictor {
             .with_context(|| format!("reading {}", weights_path.display()))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
             .with_context(|| format!("{}: not a safetensors file", weights_path.display()))?;
-        let net = TriageNet::new(
-            &manifest.architecture,
-            manifest.input_dim(),
-            manifest.classes.len(),
-            &manifest.heads,
-            vb,
-        )
-        .with_context(|| {
+        let net = Network::new(&manifest, vb).with_context(|| {
             format!(
                 "{}: weights do not match the architecture in model.json",
                 weights_path.display()
@@ -155,7 +218,7 @@ impl Predictor {
     }
 
     /// Wraps a network that is already built (training builds it over a `VarMap`).
-    pub fn from_parts(manifest: Manifest, net: TriageNet, device: Device, dir: PathBuf) -> Self {
+    pub fn from_parts(manifest: Manifest, net: Network, device: Device, dir: PathBuf) -> Self {
         Predictor {
             manifest,
             net,
@@ -182,8 +245,8 @@ impl Predictor {
         self.manifest.temperature = t;
     }
 
-    /// Runs the network on raw (un-preprocessed) feature rows, `input_dim` values
-    /// per case, concatenated.
+    /// Runs the network on raw (un-preprocessed) rows, `input_dim` values per case,
+    /// concatenated: feature vectors, or images as NHWC pixel values 0–255.
     pub fn raw_outputs(&self, rows: &[f32]) -> anyhow::Result<RawOutputs> {
         let dim = self.manifest.input_dim();
         anyhow::ensure!(
@@ -202,11 +265,16 @@ impl Predictor {
             });
         }
         let mut x = rows.to_vec();
-        for row in x.chunks_exact_mut(dim) {
-            self.manifest.preprocessing.apply(row);
+        match self.manifest.input {
+            InputSchema::Features { .. } => {
+                for row in x.chunks_exact_mut(dim) {
+                    self.manifest.preprocessing.apply(row);
+                }
+            }
+            InputSchema::Image { .. } => self.manifest.preprocessing.apply_channels(&mut x),
         }
         let x = Tensor::from_vec(x, (b, dim), &self.device)?;
-        let outputs = self.net.forward(&x, None)?;
+        let outputs = self.net.forward(&x)?;
         let m = outputs.len() as f32;
         let mut disagreement = vec![0.0f32; b];
         let mut human_error = self.has_head(Head::HumanError).then(|| vec![0.0f32; b]);

@@ -53,6 +53,48 @@ impl Standardizer {
         }
     }
 
+    /// Per-channel normalisation for images, in pixel units (0–255): mean and
+    /// standard deviation of each channel over the training images.
+    pub fn fit_channels(pixels: &[u8], channels: usize) -> Standardizer {
+        let mut sum = vec![0f64; channels];
+        let mut sum_sq = vec![0f64; channels];
+        for px in pixels.chunks_exact(channels) {
+            for (c, &v) in px.iter().enumerate() {
+                sum[c] += f64::from(v);
+                sum_sq[c] += f64::from(v) * f64::from(v);
+            }
+        }
+        let n = (pixels.len() / channels.max(1)).max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let std = sum_sq
+            .iter()
+            .zip(&mean)
+            .map(|(s2, m)| {
+                let var = s2 / n - m * m;
+                if var > 1e-6 {
+                    var.sqrt() as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Standardizer {
+            log1p: vec![false; channels],
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// Normalises interleaved pixels (`…, c0, c1, c2, …`) in place, channel by channel.
+    pub fn apply_channels(&self, pixels: &mut [f32]) {
+        let c = self.dim();
+        for px in pixels.chunks_exact_mut(c) {
+            for (j, v) in px.iter_mut().enumerate() {
+                *v = (*v - self.mean[j]) / self.std[j];
+            }
+        }
+    }
+
     pub fn validate(&self, dim: usize) -> Result<(), String> {
         if self.log1p.len() != dim || self.mean.len() != dim || self.std.len() != dim {
             return Err(format!(

@@ -3,6 +3,7 @@
 //! early-stops and fits the temperature on the calibration split, and writes a
 //! bundle that records where its data came from and how it evaluates.
 
+pub mod image;
 pub mod loss;
 pub mod temperature;
 
@@ -23,7 +24,9 @@ use crate::data::targets::{human_error, pairwise_disagreement, soft_label};
 use crate::data::{Dataset, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::bundle::{self, Provenance, FORMAT_VERSION};
-use crate::model::net::{Dropout, TriageNet};
+use crate::model::net::{Dropout, MemberOutputs, TriageNet};
+use crate::model::predictor::Network;
+use crate::model::predictor::RawOutputs;
 use crate::model::preprocess::Standardizer;
 use crate::model::{Architecture, Head, InputSchema, Manifest, Predictor};
 
@@ -59,6 +62,11 @@ pub struct TrainConfig {
     /// Weight of the human-error BCE (used when the data has references).
     #[arg(long, default_value_t = 0.5)]
     pub human_error_weight: f64,
+    /// Image data only: conv stages of the CNN, stages separated by commas and the
+    /// 3×3 conv–BN–ReLU blocks within a stage by `+` (each stage ends in 2×2 max
+    /// pooling); `--hidden` then gives the dense layers after the last stage.
+    #[arg(long, default_value = "32,64,128")]
+    pub stages: String,
 }
 
 impl Default for TrainConfig {
@@ -75,6 +83,7 @@ impl Default for TrainConfig {
             ensemble: 5,
             dup_weight: 1.0,
             human_error_weight: 0.5,
+            stages: "32,64,128".into(),
         }
     }
 }
@@ -87,7 +96,7 @@ pub struct TrainOutcome {
 }
 
 /// Per-split training tensors.
-struct SplitTensors {
+pub(crate) struct SplitTensors {
     x: Tensor,
     soft: Tensor,
     d: Tensor,
@@ -100,9 +109,13 @@ struct SplitTensors {
 }
 
 /// Trains on `data` (read from `data_path`) and writes the bundle into `out`.
+/// `calibration`, for image data, is a second data set whose calibration split
+/// replaces `data`'s.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     data: &Dataset,
     data_path: &Path,
+    calibration: Option<(&Dataset, &Path)>,
     out: &Path,
     cfg: &TrainConfig,
     device: &Device,
@@ -122,10 +135,22 @@ pub fn train(
     );
     let (name, version) = bundle::name_and_version(out)?;
     let crate::data::Inputs::Features { dim, names, .. } = data.inputs() else {
-        anyhow::bail!(
-            "image data sets need the image model (not built yet); this trains feature MLPs"
+        let stages = image::parse_stages(&cfg.stages)?;
+        return image::train_images(
+            data,
+            data_path,
+            calibration,
+            out,
+            cfg,
+            stages,
+            device,
+            show_progress,
         );
     };
+    anyhow::ensure!(
+        calibration.is_none(),
+        "--calibration-data is for image data sets; a feature data set carries its own split"
+    );
     let dim = *dim;
     let k = data.num_classes();
 
@@ -164,6 +189,7 @@ pub fn train(
     }
     let arch = Architecture {
         kind: "mlp".into(),
+        stages: None,
         hidden: cfg.hidden.clone(),
         dropout: cfg.dropout,
         ensemble: cfg.ensemble,
@@ -287,19 +313,55 @@ pub fn train(
         metrics: serde_json::Map::new(),
     };
 
-    // Temperature on the calibration split, then evaluation of the final model.
-    let mut predictor =
-        Predictor::from_parts(manifest.clone(), net, device.clone(), out.to_path_buf());
-    let cal_rows: Vec<f32> = cal_idx
-        .iter()
-        .filter_map(|&i| data.features(i))
-        .flatten()
-        .copied()
-        .collect();
-    let cal_raw = predictor.raw_outputs(&cal_rows)?;
+    let predictor = Predictor::from_parts(
+        manifest.clone(),
+        Network::Mlp(net),
+        device.clone(),
+        out.to_path_buf(),
+    );
+    finish_bundle(
+        predictor,
+        &mut manifest,
+        &data,
+        &cal_idx,
+        &varmap,
+        out,
+        started,
+    )?;
+    Ok(TrainOutcome {
+        manifest,
+        epochs_run,
+        best_epoch: best.1,
+    })
+}
+
+/// Fits the temperature on the calibration cases `cal_idx` of `cal_data`, evaluates
+/// the calibration and test splits into the manifest's metrics, and writes the bundle.
+pub(crate) fn finish_bundle(
+    mut predictor: Predictor,
+    manifest: &mut Manifest,
+    cal_data: &Dataset,
+    cal_idx: &[usize],
+    varmap: &VarMap,
+    out: &Path,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut cal_raw: Option<RawOutputs> = None;
+    for chunk in cal_idx.chunks(1000) {
+        let mut rows = Vec::new();
+        for &i in chunk {
+            cal_data.extend_inputs(i, &mut rows);
+        }
+        let raw = predictor.raw_outputs(&rows)?;
+        cal_raw = Some(match cal_raw {
+            None => raw,
+            Some(acc) => acc.concat(raw),
+        });
+    }
+    let cal_raw = cal_raw.context("no calibration cases")?;
     let cal_soft: Vec<Vec<f32>> = cal_idx
         .iter()
-        .filter_map(|&i| soft_label(data.counts(i)))
+        .filter_map(|&i| soft_label(cal_data.counts(i)))
         .collect();
     manifest.temperature = temperature::fit(&cal_raw, &cal_soft);
     predictor.set_temperature(manifest.temperature);
@@ -308,12 +370,12 @@ pub fn train(
         "temperature fitted on the calibration split"
     );
     for split in [Split::Calibration, Split::Test] {
-        if data.indices(Some(split))?.is_empty() {
+        if cal_data.indices(Some(split))?.is_empty() {
             continue;
         }
         let ev = eval::evaluate(
             &predictor,
-            &data,
+            cal_data,
             &EvalOptions {
                 split: Some(split),
                 class_groups: None,
@@ -324,12 +386,7 @@ pub fn train(
             .insert(split.to_string(), metrics_summary(&ev.report));
     }
     manifest.training.duration_seconds = started.elapsed().as_secs_f64();
-    bundle::write_bundle(out, &manifest, &varmap)?;
-    Ok(TrainOutcome {
-        manifest,
-        epochs_run,
-        best_epoch: best.1,
-    })
+    bundle::write_bundle(out, manifest, varmap)
 }
 
 /// The headline numbers stored in `model.json`.
@@ -348,7 +405,7 @@ fn metrics_summary(r: &eval::Report) -> serde_json::Value {
 }
 
 /// Cases of `split` with at least one label (a case nobody labelled teaches nothing).
-fn usable(data: &Dataset, split: Split) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn usable(data: &Dataset, split: Split) -> anyhow::Result<Vec<usize>> {
     Ok(data
         .indices(Some(split))?
         .into_iter()
@@ -369,7 +426,7 @@ fn random_split(n: usize, seed: u64) -> Vec<Split> {
     split
 }
 
-fn mean_target(
+pub(crate) fn mean_target(
     data: &Dataset,
     idx: &[usize],
     f: impl Fn(&[u32], Option<usize>) -> Option<f64>,
@@ -435,14 +492,21 @@ fn select(t: &SplitTensors, idx: &Tensor, n: usize) -> candle_core::Result<Split
     })
 }
 
-/// Sum over ensemble members of `CE + w_d·BCE(D) + w_h·BCE(H)`.
 fn batch_loss(
     net: &TriageNet,
     b: &SplitTensors,
     cfg: &TrainConfig,
     dropout: Option<&mut Dropout>,
 ) -> candle_core::Result<Tensor> {
-    let outputs = net.forward(&b.x, dropout)?;
+    combined_loss(net.forward(&b.x, dropout)?, b, cfg)
+}
+
+/// Sum over ensemble members of `CE + w_d·BCE(D) + w_h·BCE(H)`.
+pub(crate) fn combined_loss(
+    outputs: Vec<MemberOutputs>,
+    b: &SplitTensors,
+    cfg: &TrainConfig,
+) -> candle_core::Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for out in outputs {
         let mut l = loss::soft_cross_entropy(&out.class_logits, &b.soft)?;
@@ -463,7 +527,7 @@ fn batch_loss(
 /// Seeded initialisation, independent of candle's global generator: weights and
 /// biases `U(−1/√fan_in, 1/√fan_in)`; the D and H head biases start at the logit of
 /// the training mean, so the heads begin at the base rate.
-fn initialise(
+pub(crate) fn initialise(
     varmap: &VarMap,
     seed: u64,
     mean_d: Option<f64>,
@@ -479,14 +543,31 @@ fn initialise(
     for name in names {
         let var = &vars[name];
         let dims = var.dims().to_vec();
-        let fan_in = if name.ends_with(".weight") {
+        let count: usize = dims.iter().product();
+        // Batch-norm starts as the identity: γ = 1, β = 0, running stats (0, 1).
+        let constant = match name.rsplit('.').next() {
+            Some("gamma" | "running_var") => Some(1.0f32),
+            Some("beta" | "running_mean") => Some(0.0f32),
+            _ => None,
+        };
+        if let Some(c) = constant {
+            var.set(&Tensor::from_vec(
+                vec![c; count],
+                dims.as_slice(),
+                var.device(),
+            )?)?;
+            continue;
+        }
+        let fan_in = if name.ends_with(".kernel") {
+            // Conv kernels are stored `[9·C_in, C_out]`.
+            dims[0]
+        } else if name.ends_with(".weight") {
             dims[1]
         } else {
             let w = name.trim_end_matches(".bias").to_string() + ".weight";
             vars.get(&w).map_or(1, |w| w.dims()[1])
         };
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let count: usize = dims.iter().product();
         let base_rate = match () {
             _ if name.ends_with("disagreement.bias") => mean_d,
             _ if name.ends_with("human_error.bias") => mean_h,
@@ -504,7 +585,7 @@ fn initialise(
     Ok(())
 }
 
-fn snapshot_vars(varmap: &VarMap) -> anyhow::Result<Vec<(String, Tensor)>> {
+pub(crate) fn snapshot_vars(varmap: &VarMap) -> anyhow::Result<Vec<(String, Tensor)>> {
     let vars = varmap
         .data()
         .lock()
@@ -514,7 +595,7 @@ fn snapshot_vars(varmap: &VarMap) -> anyhow::Result<Vec<(String, Tensor)>> {
         .collect()
 }
 
-fn restore_vars(varmap: &VarMap, snapshot: &[(String, Tensor)]) -> anyhow::Result<()> {
+pub(crate) fn restore_vars(varmap: &VarMap, snapshot: &[(String, Tensor)]) -> anyhow::Result<()> {
     let vars = varmap
         .data()
         .lock()

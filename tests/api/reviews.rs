@@ -100,7 +100,16 @@ async fn a_routed_case_is_claimed_labeled_resolved_and_exported_for_training() {
         ensemble: 1,
         ..Default::default()
     };
-    triaged::train::train(&data, &path, &out, &cfg, &candle_core::Device::Cpu, false).unwrap();
+    triaged::train::train(
+        &data,
+        &path,
+        None,
+        &out,
+        &cfg,
+        &candle_core::Device::Cpu,
+        false,
+    )
+    .unwrap();
     assert!(out.join("model.safetensors").exists());
 }
 

@@ -1,0 +1,353 @@
+//! The image network: stages of 3×3 conv → batch-norm → ReLU blocks, each stage
+//! ending in 2×2 max pooling, then optional dense layers and the same `class`,
+//! `disagreement` and optional `human_error` heads as the MLP. Like the MLP, one
+//! definition built from a `VarBuilder` serves training and serving.
+//!
+//! Layout is NHWC throughout and a convolution is an explicit im2col (one
+//! `index_select` gathering the 3×3 neighbourhoods of the zero-padded input) and
+//! one matrix product. On CPU this keeps both the forward and the backward pass in
+//! gemm and a single gather/scatter, instead of candle's direct transposed
+//! convolution in the backward pass.
+//!
+//! Parameter names: `member{i}.stage{s}.conv{j}.kernel` (`[9·C_in, C_out]`, rows
+//! ordered (dy, dx, c_in)), `….bn.{gamma,beta,running_mean,running_var}`
+//! (`[C_out]`), `member{i}.body{l}.*` (dense), and the heads as in [`super::net`].
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{linear, Init, Linear, VarBuilder};
+
+use super::bundle::{Architecture, Head};
+use super::net::{Dropout, MemberOutputs};
+
+/// Batch-norm ε.
+const BN_EPS: f64 = 1e-5;
+
+/// The channel counts of every conv block, stage by stage (`arch.stages`).
+pub type Stages = Vec<Vec<usize>>;
+
+/// Input image size the network is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageShape {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+/// Batch statistics of one batch-norm layer in a training step, for the trainer
+/// to fold into the running statistics.
+pub struct BatchStats {
+    /// Prefix of the layer's parameters (`member0.stage1.conv0.bn`).
+    pub prefix: String,
+    pub mean: Tensor,
+    pub var: Tensor,
+}
+
+struct BatchNorm {
+    prefix: String,
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+impl BatchNorm {
+    fn new(c: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
+        Ok(BatchNorm {
+            prefix: vb.prefix(),
+            gamma: vb.get_with_hints(c, "gamma", Init::Const(1.0))?,
+            beta: vb.get_with_hints(c, "beta", Init::Const(0.0))?,
+            running_mean: vb.get_with_hints(c, "running_mean", Init::Const(0.0))?,
+            running_var: vb.get_with_hints(c, "running_var", Init::Const(1.0))?,
+        })
+    }
+
+    /// `x` is `[R, C]` (rows = batch × pixels).
+    fn forward(
+        &self,
+        x: &Tensor,
+        stats: Option<&mut Vec<BatchStats>>,
+    ) -> candle_core::Result<Tensor> {
+        let (mean, var) = match stats {
+            Some(stats) => {
+                let mean = x.mean_keepdim(0)?;
+                let centred = x.broadcast_sub(&mean)?;
+                let var = centred.sqr()?.mean_keepdim(0)?;
+                stats.push(BatchStats {
+                    prefix: self.prefix.clone(),
+                    mean: mean.squeeze(0)?.detach(),
+                    var: var.squeeze(0)?.detach(),
+                });
+                (mean, var)
+            }
+            None => (
+                self.running_mean.unsqueeze(0)?,
+                self.running_var.unsqueeze(0)?,
+            ),
+        };
+        let scale = (var + BN_EPS)?
+            .sqrt()?
+            .recip()?
+            .broadcast_mul(&self.gamma)?;
+        x.broadcast_sub(&mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.beta)
+    }
+}
+
+/// 3×3 convolution, stride 1, zero padding 1, no bias (batch-norm follows).
+struct Conv3x3 {
+    kernel: Tensor,
+    bn: BatchNorm,
+    c_out: usize,
+}
+
+struct Stage {
+    convs: Vec<Conv3x3>,
+}
+
+struct CnnMember {
+    stages: Vec<Stage>,
+    body: Vec<Linear>,
+    class_head: Linear,
+    disagreement_head: Linear,
+    human_error_head: Option<Linear>,
+}
+
+/// Gather indices for im2col at one spatial size: for each output pixel (y, x)
+/// and each tap (dy, dx), the flat index into the padded `(H+2)·(W+2)` grid.
+fn im2col_index(h: usize, w: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let wp = w + 2;
+    let mut idx = Vec::with_capacity(h * w * 9);
+    for y in 0..h {
+        for x in 0..w {
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    idx.push(((y + dy) * wp + (x + dx)) as u32);
+                }
+            }
+        }
+    }
+    Tensor::from_vec(idx, h * w * 9, device)
+}
+
+/// The ensemble of CNN members.
+pub struct ConvNet {
+    members: Vec<CnnMember>,
+    shape: ImageShape,
+    /// im2col indices per stage (each stage halves the size).
+    gather: Vec<Tensor>,
+}
+
+impl ConvNet {
+    pub fn new(
+        arch: &Architecture,
+        shape: ImageShape,
+        num_classes: usize,
+        heads: &[Head],
+        vb: VarBuilder,
+    ) -> candle_core::Result<ConvNet> {
+        let stages = arch.stages.as_deref().unwrap_or_default();
+        let mut gather = Vec::with_capacity(stages.len());
+        let (mut h, mut w) = (shape.height, shape.width);
+        for _ in stages {
+            gather.push(im2col_index(h, w, vb.device())?);
+            h /= 2;
+            w /= 2;
+        }
+        let mut members = Vec::with_capacity(arch.ensemble);
+        for m in 0..arch.ensemble {
+            let vb = vb.pp(format!("member{m}"));
+            let mut c_in = shape.channels;
+            let mut built = Vec::with_capacity(stages.len());
+            for (s, widths) in stages.iter().enumerate() {
+                let mut convs = Vec::with_capacity(widths.len());
+                for (j, &c_out) in widths.iter().enumerate() {
+                    let vb = vb.pp(format!("stage{s}.conv{j}"));
+                    let bound = 1.0 / ((9 * c_in) as f64).sqrt();
+                    convs.push(Conv3x3 {
+                        kernel: vb.get_with_hints(
+                            (9 * c_in, c_out),
+                            "kernel",
+                            Init::Uniform {
+                                lo: -bound,
+                                up: bound,
+                            },
+                        )?,
+                        bn: BatchNorm::new(c_out, vb.pp("bn"))?,
+                        c_out,
+                    });
+                    c_in = c_out;
+                }
+                built.push(Stage { convs });
+            }
+            let mut width = h * w * c_in;
+            let mut body = Vec::with_capacity(arch.hidden.len());
+            for (l, &units) in arch.hidden.iter().enumerate() {
+                body.push(linear(width, units, vb.pp(format!("body{l}")))?);
+                width = units;
+            }
+            members.push(CnnMember {
+                stages: built,
+                body,
+                class_head: linear(width, num_classes, vb.pp("class"))?,
+                disagreement_head: linear(width, 1, vb.pp("disagreement"))?,
+                human_error_head: if heads.contains(&Head::HumanError) {
+                    Some(linear(width, 1, vb.pp("human_error"))?)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(ConvNet {
+            members,
+            shape,
+            gather,
+        })
+    }
+
+    pub fn ensemble_size(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    /// Forward pass on `x` (`[B, H, W, C]`, already normalised). In training,
+    /// `train` carries the dropout generator and collects batch-norm statistics;
+    /// batch-norm then uses batch statistics instead of the running ones.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mut train: Option<(&mut Dropout, &mut Vec<BatchStats>)>,
+    ) -> candle_core::Result<Vec<MemberOutputs>> {
+        let x = x.to_dtype(DType::F32)?;
+        let b = x.dim(0)?;
+        let mut outputs = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            let mut h = x.clone();
+            let (mut height, mut width) = (self.shape.height, self.shape.width);
+            for (stage, gather) in m.stages.iter().zip(&self.gather) {
+                for conv in &stage.convs {
+                    let c_in = h.dim(3)?;
+                    let padded = h.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+                    let cols = padded
+                        .reshape((b, (height + 2) * (width + 2), c_in))?
+                        .index_select(gather, 1)?
+                        .reshape((b * height * width, 9 * c_in))?;
+                    let y = cols.matmul(&conv.kernel)?;
+                    let stats = train.as_mut().map(|(_, s)| &mut **s);
+                    h = conv
+                        .bn
+                        .forward(&y, stats)?
+                        .relu()?
+                        .reshape((b, height, width, conv.c_out))?;
+                }
+                h = max_pool_2x2(&h)?;
+                height /= 2;
+                width /= 2;
+            }
+            let mut h = h.flatten_from(1)?;
+            for layer in &m.body {
+                h = layer.forward(&h)?.relu()?;
+                if let Some((dropout, _)) = train.as_mut() {
+                    h = dropout.apply(&h)?;
+                }
+            }
+            outputs.push(MemberOutputs {
+                class_logits: m.class_head.forward(&h)?,
+                disagreement_logit: m.disagreement_head.forward(&h)?.squeeze(1)?,
+                human_error_logit: m
+                    .human_error_head
+                    .as_ref()
+                    .map(|head| head.forward(&h)?.squeeze(1))
+                    .transpose()?,
+            });
+        }
+        Ok(outputs)
+    }
+}
+
+/// 2×2 max pooling with stride 2 on `[B, H, W, C]` (odd edges are dropped).
+fn max_pool_2x2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    let x = if h % 2 == 1 || w % 2 == 1 {
+        x.narrow(1, 0, 2 * h2)?.narrow(2, 0, 2 * w2)?
+    } else {
+        x.clone()
+    };
+    x.reshape((b * h2, 2, w2, 2, c))?
+        .max(3)?
+        .max(1)?
+        .reshape((b, h2, w2, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pool_picks_the_largest_of_each_window() {
+        let dev = Device::Cpu;
+        // One image 2×4, one channel: windows {1,2,5,6} and {3,4,7,8}.
+        let x = Tensor::new(&[1f32, 2., 3., 4., 5., 6., 7., 8.], &dev)
+            .unwrap()
+            .reshape((1, 2, 4, 1))
+            .unwrap();
+        let y = max_pool_2x2(&x).unwrap().flatten_all().unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), vec![6.0, 8.0]);
+    }
+
+    #[test]
+    fn im2col_conv_matches_a_direct_convolution() {
+        let dev = Device::Cpu;
+        let (h, w, ci, co) = (4usize, 5usize, 2usize, 3usize);
+        let xs: Vec<f32> = (0..h * w * ci).map(|i| (i as f32 * 0.37).sin()).collect();
+        let ks: Vec<f32> = (0..9 * ci * co).map(|i| (i as f32 * 0.11).cos()).collect();
+        let x = Tensor::from_vec(xs.clone(), (1, h, w, ci), &dev).unwrap();
+        let k = Tensor::from_vec(ks.clone(), (9 * ci, co), &dev).unwrap();
+        let gather = im2col_index(h, w, &dev).unwrap();
+        let padded = x
+            .pad_with_zeros(1, 1, 1)
+            .unwrap()
+            .pad_with_zeros(2, 1, 1)
+            .unwrap();
+        let got = padded
+            .reshape((1, (h + 2) * (w + 2), ci))
+            .unwrap()
+            .index_select(&gather, 1)
+            .unwrap()
+            .reshape((h * w, 9 * ci))
+            .unwrap()
+            .matmul(&k)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for y in 0..h {
+            for x_ in 0..w {
+                for o in 0..co {
+                    let mut want = 0.0f32;
+                    for dy in 0..3 {
+                        for dx in 0..3 {
+                            let (sy, sx) =
+                                (y as isize + dy as isize - 1, x_ as isize + dx as isize - 1);
+                            if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                continue;
+                            }
+                            for c in 0..ci {
+                                let xv = xs[(sy as usize * w + sx as usize) * ci + c];
+                                let kv = ks[((dy * 3 + dx) * ci + c) * co + o];
+                                want += xv * kv;
+                            }
+                        }
+                    }
+                    let g = got[(y * w + x_) * co + o];
+                    assert!((g - want).abs() < 1e-4, "({y},{x_},{o}): {g} vs {want}");
+                }
+            }
+        }
+    }
+}

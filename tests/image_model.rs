@@ -1,0 +1,181 @@
+//! The image model on the committed CIFAR fixture (tests/fixtures/cifar): import
+//! of CIFAR-10N-style annotator columns and CIFAR-10H-style counts, a short CNN
+//! training run calibrated on the second set, a bundle that loads, evaluates, and
+//! answers the same for a batch as for each image alone.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use triaged::data::csv_import::{CsvImport, LabelLayout};
+use triaged::data::images::{import_images, ImageImport};
+use triaged::data::{format, Dataset, Split};
+use triaged::eval::{self, EvalOptions};
+use triaged::model::{InputSchema, Predictor};
+use triaged::train::{self, TrainConfig};
+
+const CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar")
+}
+
+fn import(csv: &str, labels: LabelLayout, split: bool) -> Dataset {
+    import_images(&ImageImport {
+        images: fixture(),
+        labels: CsvImport {
+            csv: fixture().join(csv),
+            labels,
+            features: None,
+            reference: Some("reference".into()),
+            split: split.then(|| "split".into()),
+            classes: Some(CLASSES.iter().map(|c| c.to_string()).collect()),
+            min_labels: 0,
+            image_column: Some("image".into()),
+        },
+        height: 32,
+        width: 32,
+        resize: true,
+    })
+    .unwrap()
+}
+
+fn cifar10n() -> Dataset {
+    import(
+        "cifar10n-train.csv",
+        LabelLayout::Annotators(vec![
+            "annotator1".into(),
+            "annotator2".into(),
+            "annotator3".into(),
+        ]),
+        false,
+    )
+}
+
+fn cifar10h() -> Dataset {
+    import(
+        "cifar10h-test.csv",
+        LabelLayout::Counts(CLASSES.iter().map(|c| format!("n_{c}")).collect()),
+        true,
+    )
+}
+
+#[test]
+fn fixture_imports_with_three_and_many_labels() {
+    let n = cifar10n();
+    assert_eq!(n.len(), 60);
+    assert!((0..n.len()).all(|i| n.counts(i).iter().sum::<u32>() == 3));
+    let h = cifar10h();
+    assert_eq!(h.len(), 60);
+    assert!((0..h.len()).all(|i| h.counts(i).iter().sum::<u32>() >= 47));
+    assert_eq!(h.indices(Some(Split::Calibration)).unwrap().len(), 30);
+    assert_eq!(h.indices(Some(Split::Test)).unwrap().len(), 30);
+}
+
+#[test]
+fn a_short_cnn_run_writes_a_bundle_that_serves_batches_like_single_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_data, cal_data) = (cifar10n(), cifar10h());
+    let train_path = dir.path().join("n.safetensors");
+    let cal_path = dir.path().join("h.safetensors");
+    format::save(&train_data, &train_path).unwrap();
+    format::save(&cal_data, &cal_path).unwrap();
+    let out = dir.path().join("models/cnn/1");
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        ensemble: 1,
+        hidden: vec![16],
+        stages: "4,8+8".into(),
+        learning_rate: 3e-3,
+        ..TrainConfig::default()
+    };
+    let outcome = train::train(
+        &train_data,
+        &train_path,
+        Some((&cal_data, &cal_path)),
+        &out,
+        &cfg,
+        &Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let m = &outcome.manifest;
+    assert_eq!(m.architecture.kind, "cnn");
+    assert_eq!(
+        m.input,
+        InputSchema::Image {
+            height: 32,
+            width: 32,
+            channels: 3
+        }
+    );
+    assert_eq!(m.training.n_train, 60);
+    assert_eq!(m.training.n_calibration, 30);
+    assert!(m.metrics.contains_key("test"), "{:?}", m.metrics);
+    assert!(out.join("checkpoint.safetensors").exists());
+
+    let predictor = Predictor::load(&out, &Device::Cpu).unwrap();
+    let mut rows = Vec::new();
+    for i in 0..5 {
+        cal_data.extend_inputs(i, &mut rows);
+    }
+    let batched = predictor.predict(&rows).unwrap();
+    let len = 32 * 32 * 3;
+    for (i, b) in batched.iter().enumerate() {
+        let single = predictor.predict(&rows[i * len..(i + 1) * len]).unwrap();
+        for (p, q) in b.probabilities.iter().zip(&single[0].probabilities) {
+            assert!((p - q).abs() < 1e-5, "case {i}: {p} vs {q}");
+        }
+        assert!((b.disagreement - single[0].disagreement).abs() < 1e-5);
+        assert!((b.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+
+    let ev = eval::evaluate(
+        &predictor,
+        &cal_data,
+        &EvalOptions {
+            split: Some(Split::Test),
+            class_groups: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(ev.report.n, 30);
+}
+
+#[test]
+fn a_feature_model_refuses_a_calibration_data_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = triaged::data::synth::generate(
+        &triaged::data::synth::SynthConfig {
+            cases: 200,
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
+    let path = dir.path().join("d.safetensors");
+    format::save(&data, &path).unwrap();
+    let err = train::train(
+        &data,
+        &path,
+        Some((&data, &path)),
+        &dir.path().join("models/m/1"),
+        &TrainConfig::default(),
+        &Device::Cpu,
+        false,
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("--calibration-data"), "{err}");
+}
