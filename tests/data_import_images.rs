@@ -117,9 +117,18 @@ fn bad_images_fail_with_line_and_path() {
     std::fs::write(imgs.join("broken.png"), b"not an image").unwrap();
     let csv3 = dir.path().join("broken.csv");
     std::fs::write(&csv3, "image,a1,a2,ref,split\nbroken.png,0,0,0,train\n").unwrap();
+    let e = import_images(&options(imgs.clone(), csv3.clone(), true)).unwrap_err();
+    assert!(
+        e.to_string().contains("broken.png") && e.to_string().contains("not a PNG or JPEG"),
+        "{e}"
+    );
+    // A PNG cut short.
+    let png = std::fs::read(imgs.join("r/0.png")).unwrap();
+    std::fs::write(imgs.join("cut.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(&csv3, "image,a1,a2,ref,split\ncut.png,0,0,0,train\n").unwrap();
     let e = import_images(&options(imgs.clone(), csv3, true)).unwrap_err();
     assert!(
-        e.to_string().contains("broken.png") && e.to_string().contains("unreadable"),
+        e.to_string().contains("cut.png") && e.to_string().contains("unreadable"),
         "{e}"
     );
 

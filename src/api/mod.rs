@@ -3,6 +3,7 @@
 //! OpenAPI) — plus the middleware every route shares: request metrics, and a
 //! guarantee that every error leaves as `application/problem+json`.
 
+pub mod image_input;
 pub mod models;
 pub mod oip;
 pub mod openapi;

@@ -1,6 +1,7 @@
 //! Open Inference Protocol v2 (KServe / Triton HTTP), so stock clients work
 //! unchanged: health, server and model metadata, model readiness, and `infer`
-//! with JSON tensors or Triton's binary tensor extension on input. Outputs are
+//! with JSON tensors or Triton's binary tensor extension on input: features, or
+//! images as encoded BYTES or UINT8 pixels. Outputs are
 //! `probabilities` (FP32 [B,K]), `disagreement`, `uvc` (FP32 [B]), `human_error`
 //! (FP32 [B], when the model has it), `class` (INT64 [B]), `route` and `case_id`
 //! (BYTES [B]; the review-queue case, empty when automated).
@@ -10,6 +11,9 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::image_input::{
+    check_pixels, decode_base64, push_encoded, split_bytes_elements, ImageSize,
+};
 use super::problem::{ApiError, OipError, Problem};
 use super::triage::{predict, record_decision, routed_case, served_model, Uncertainty};
 use super::AppState;
@@ -282,8 +286,9 @@ pub async fn model_version_ready(
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
 }
 
-/// Inference. The input is the model's one tensor (`features`, FP32 [B, D]; any
-/// numeric datatype is converted).
+/// Inference. The input is the model's one tensor: `features`, FP32 [B, D] (any
+/// numeric datatype is converted); or for image models `image`, BYTES [B] of
+/// PNG/JPEG images (base64 strings in JSON) or UINT8 [B, H, W, C] pixels.
 #[utoipa::path(
     post, path = "/v2/models/{model}/infer", tag = "oip",
     params(("model" = String, Path, description = "Model name")),
@@ -336,60 +341,31 @@ async fn run_infer(
         )),
         _ => ApiError::BadRequest(format!("inference request is not valid JSON: {e}")),
     })?;
-    let InputSchema::Features { features } = &model.manifest.input else {
-        return Err(ApiError::BadRequest(format!(
-            "model '{name}' takes images; this server's v2 image input is not available for it"
-        )));
-    };
-    let dim = features.len();
-    let input = match request.inputs.as_slice() {
-        [one] => one,
-        [] => {
-            return Err(ApiError::BadRequest(
-                "'inputs' is empty: send the 'features' tensor".into(),
-            ))
+    let max = state.settings.server.max_instances;
+    let (values, cases) = match &model.manifest.input {
+        InputSchema::Features { features } => {
+            let input = pick_input(&request.inputs, "features")?;
+            feature_tensor(input, binary, features, name, max)?
         }
-        many => many.iter().find(|t| t.name == "features").ok_or_else(|| {
-            ApiError::BadRequest("several inputs and none named 'features'".into())
-        })?,
-    };
-    let values = tensor_values(input, binary)?;
-    let cases = match input.shape.as_slice() {
-        [b, d] if *d as usize == dim && *b >= 0 => *b as usize,
-        [d] if *d as usize == dim => 1,
-        shape => {
-            return Err(ApiError::BadRequest(format!(
-                "input '{}' has shape {shape:?}; model '{name}' expects [batch, {dim}]",
-                input.name
-            )))
+        InputSchema::Image {
+            height,
+            width,
+            channels,
+        } => {
+            let size = ImageSize {
+                height: *height,
+                width: *width,
+                channels: *channels,
+            };
+            let input = pick_input(&request.inputs, "image")?;
+            image_tensor(input, binary, size, name, max).map_err(|e| match e {
+                // v2 reports every unusable input as a bad request.
+                ApiError::Unprocessable(m) => ApiError::BadRequest(m),
+                e => e,
+            })?
         }
     };
-    if cases == 0 {
-        return Err(ApiError::BadRequest("the batch is empty".into()));
-    }
-    if cases > state.settings.server.max_instances {
-        return Err(ApiError::BadRequest(format!(
-            "batch of {cases}; at most {} cases per request",
-            state.settings.server.max_instances
-        )));
-    }
-    if values.len() != cases * dim {
-        return Err(ApiError::BadRequest(format!(
-            "input '{}' holds {} values; shape {:?} needs {}",
-            input.name,
-            values.len(),
-            input.shape,
-            cases * dim
-        )));
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(ApiError::BadRequest(format!(
-            "input '{}' value {i} (case {}, feature '{}') is not a finite number",
-            input.name,
-            i / dim,
-            features[i % dim]
-        )));
-    }
+    let dim = model.manifest.input_dim();
     let predictions = predict(state, &model, values.clone(), cases).await?;
     let mut decisions: Vec<_> = predictions.iter().map(|p| model.policy.decide(p)).collect();
     let mut new_cases = Vec::new();
@@ -490,6 +466,192 @@ async fn run_infer(
     }))
 }
 
+/// The request's one input tensor, or the one named `expected` among several.
+fn pick_input<'a>(inputs: &'a [InputTensor], expected: &str) -> Result<&'a InputTensor, ApiError> {
+    match inputs {
+        [one] => Ok(one),
+        [] => Err(ApiError::BadRequest(format!(
+            "'inputs' is empty: send the '{expected}' tensor"
+        ))),
+        many => many.iter().find(|t| t.name == expected).ok_or_else(|| {
+            ApiError::BadRequest(format!("several inputs and none named '{expected}'"))
+        }),
+    }
+}
+
+/// Refuses empty and oversized batches before any value is read.
+fn check_batch(cases: usize, max: usize) -> Result<(), ApiError> {
+    if cases == 0 {
+        return Err(ApiError::BadRequest("the batch is empty".into()));
+    }
+    if cases > max {
+        return Err(ApiError::BadRequest(format!(
+            "batch of {cases}; at most {max} cases per request"
+        )));
+    }
+    Ok(())
+}
+
+/// A feature model's input: FP32 (or any numeric) `[batch, D]` → rows and count.
+fn feature_tensor(
+    input: &InputTensor,
+    binary: &[u8],
+    features: &[String],
+    name: &str,
+    max: usize,
+) -> Result<(Vec<f32>, usize), ApiError> {
+    let dim = features.len();
+    let cases = match input.shape.as_slice() {
+        [b, d] if *d as usize == dim && *b >= 0 => *b as usize,
+        [d] if *d as usize == dim => 1,
+        shape => {
+            return Err(ApiError::BadRequest(format!(
+                "input '{}' has shape {shape:?}; model '{name}' expects [batch, {dim}]",
+                input.name
+            )))
+        }
+    };
+    check_batch(cases, max)?;
+    let values = tensor_values(input, binary)?;
+    check_len(input, values.len(), cases * dim)?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::BadRequest(format!(
+            "input '{}' value {i} (case {}, feature '{}') is not a finite number",
+            input.name,
+            i / dim,
+            features[i % dim]
+        )));
+    }
+    Ok((values, cases))
+}
+
+fn check_len(input: &InputTensor, got: usize, want: usize) -> Result<(), ApiError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(format!(
+        "input '{}' holds {got} values; shape {:?} needs {want}",
+        input.name, input.shape
+    )))
+}
+
+/// An image model's input: BYTES `[batch]` of encoded PNG/JPEG images (base64
+/// strings in JSON, length-prefixed in binary data), or UINT8 `[batch, H, W, C]`
+/// pixels at the model's size → NHWC rows and count.
+fn image_tensor(
+    input: &InputTensor,
+    binary: &[u8],
+    size: ImageSize,
+    name: &str,
+    max: usize,
+) -> Result<(Vec<f32>, usize), ApiError> {
+    let (h, w, c) = (size.height as i64, size.width as i64, size.channels as i64);
+    match input.datatype.as_str() {
+        "BYTES" => {
+            let cases = match input.shape.as_slice() {
+                [b] | [b, 1] if *b >= 0 => *b as usize,
+                shape => {
+                    return Err(ApiError::BadRequest(format!(
+                        "input '{}' has shape {shape:?}; BYTES images are [batch], one encoded image each",
+                        input.name
+                    )))
+                }
+            };
+            check_batch(cases, max)?;
+            size.check_decodable(name)?;
+            let images = encoded_images(input, binary)?;
+            if images.len() != cases {
+                return Err(ApiError::BadRequest(format!(
+                    "input '{}' holds {} images; shape {:?} needs {cases}",
+                    input.name,
+                    images.len(),
+                    input.shape
+                )));
+            }
+            let mut rows = Vec::with_capacity(cases * size.values());
+            for (i, bytes) in images.iter().enumerate() {
+                let what = format!("input '{}' image {i}", input.name);
+                push_encoded(bytes, size, &what, &mut rows)?;
+            }
+            Ok((rows, cases))
+        }
+        "UINT8" => {
+            let cases = match input.shape.as_slice() {
+                [b, hh, ww, cc] if (*hh, *ww, *cc) == (h, w, c) && *b >= 0 => *b as usize,
+                [hh, ww, cc] if (*hh, *ww, *cc) == (h, w, c) => 1,
+                shape => {
+                    return Err(ApiError::BadRequest(format!(
+                        "input '{}' has shape {shape:?}; model '{name}' expects UINT8 [batch, {h}, {w}, {c}]",
+                        input.name
+                    )))
+                }
+            };
+            check_batch(cases, max)?;
+            let values = tensor_values(input, binary)?;
+            check_len(input, values.len(), cases * size.values())?;
+            check_pixels(&values, &input.name)?;
+            Ok((values, cases))
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "input '{}' has datatype {other}; model '{name}' takes images: BYTES (PNG/JPEG) or UINT8 [batch, {h}, {w}, {c}]",
+            input.name
+        ))),
+    }
+}
+
+/// The encoded images of a BYTES tensor.
+fn encoded_images(input: &InputTensor, binary: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
+    if let Some(size) = binary_size(input) {
+        if size > binary.len() {
+            return Err(ApiError::BadRequest(format!(
+                "input '{}' declares {size} binary bytes; {} are present",
+                input.name,
+                binary.len()
+            )));
+        }
+        let elements = split_bytes_elements(&binary[..size], &input.name)?;
+        return Ok(elements.into_iter().map(<[u8]>::to_vec).collect());
+    }
+    let data = input.data.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "input '{}' has neither 'data' nor binary data",
+            input.name
+        ))
+    })?;
+    let mut texts = Vec::new();
+    strings(data, &input.name, &mut texts)?;
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| decode_base64(t, &format!("input '{}' image {i}", input.name)))
+        .collect()
+}
+
+fn strings<'a>(
+    v: &'a serde_json::Value,
+    name: &str,
+    out: &mut Vec<&'a str>,
+) -> Result<(), ApiError> {
+    match v {
+        serde_json::Value::Array(items) => items.iter().try_for_each(|i| strings(i, name, out)),
+        serde_json::Value::String(s) => {
+            out.push(s);
+            Ok(())
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "input '{name}' data holds {other}, not a base64 string"
+        ))),
+    }
+}
+
+fn binary_size(t: &InputTensor) -> Option<usize> {
+    t.parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|s| s as usize)
+}
+
 /// Splits a body into its JSON header and binary tensor data (Triton's binary
 /// extension); without the header, the whole body is JSON.
 fn split_binary<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
@@ -524,13 +686,7 @@ fn tensor_values(t: &InputTensor, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
             )))
         }
     };
-    let binary_size = t
-        .parameters
-        .as_ref()
-        .and_then(|p| p.get("binary_data_size"))
-        .and_then(serde_json::Value::as_u64);
-    if let Some(size) = binary_size {
-        let size = size as usize;
+    if let Some(size) = binary_size(t) {
         if size > binary.len() || size % width != 0 {
             return Err(ApiError::BadRequest(format!(
                 "input '{}' declares {size} binary bytes; {} are present",

@@ -8,6 +8,7 @@ use actix_web::{post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::image_input::{decode_base64, push_encoded, ImageSize};
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::auth::{Caller, Role};
@@ -97,9 +98,9 @@ pub struct Uncertainty {
     pub entropy: f32,
 }
 
-/// Turns the instances into one row-major block of feature values, or says
-/// exactly which value of which instance is wrong.
-pub fn parse_feature_rows(
+/// Turns the instances into one row-major block of model inputs (feature values,
+/// or decoded image pixels), or says exactly what is wrong with which instance.
+pub fn parse_rows(
     instances: &[Instance],
     model: &LoadedModel,
     max_instances: usize,
@@ -115,12 +116,56 @@ pub fn parse_feature_rows(
             instances.len()
         )));
     }
-    let InputSchema::Features { features: names } = &model.manifest.input else {
-        return Err(ApiError::Unprocessable(format!(
-            "model '{}' takes images: send 'image'",
-            model.name()
-        )));
-    };
+    match &model.manifest.input {
+        InputSchema::Features { features } => parse_feature_rows(instances, model, features),
+        InputSchema::Image {
+            height,
+            width,
+            channels,
+        } => parse_image_rows(
+            instances,
+            model,
+            ImageSize {
+                height: *height,
+                width: *width,
+                channels: *channels,
+            },
+        ),
+    }
+}
+
+/// Each instance's `image`: base64 → PNG/JPEG → the model's H×W RGB pixels.
+fn parse_image_rows(
+    instances: &[Instance],
+    model: &LoadedModel,
+    size: ImageSize,
+) -> Result<Vec<f32>, ApiError> {
+    size.check_decodable(model.name())?;
+    let mut rows = Vec::with_capacity(instances.len() * size.values());
+    for (i, inst) in instances.iter().enumerate() {
+        if inst.features.is_some() {
+            return Err(ApiError::Unprocessable(format!(
+                "instances[{i}]: model '{}' takes images, not features: send 'image'",
+                model.name()
+            )));
+        }
+        let what = format!("instances[{i}].image");
+        let text = inst.image.as_deref().ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "instances[{i}]: 'image' (base64 PNG or JPEG) is missing"
+            ))
+        })?;
+        let bytes = decode_base64(text, &what)?;
+        push_encoded(&bytes, size, &what, &mut rows)?;
+    }
+    Ok(rows)
+}
+
+fn parse_feature_rows(
+    instances: &[Instance],
+    model: &LoadedModel,
+    names: &[String],
+) -> Result<Vec<f32>, ApiError> {
     let dim = names.len();
     let mut rows = Vec::with_capacity(instances.len() * dim);
     for (i, inst) in instances.iter().enumerate() {
@@ -240,7 +285,7 @@ async fn triage(
         }
     }
     let model = served_model(state, name)?;
-    let rows = parse_feature_rows(&req.instances, &model, state.settings.server.max_instances)?;
+    let rows = parse_rows(&req.instances, &model, state.settings.server.max_instances)?;
     let dim = model.manifest.input_dim();
     let predictions = predict(state, &model, rows.clone(), req.instances.len()).await?;
     let mut new_cases = Vec::new();

@@ -5,10 +5,11 @@
 //! range fail with the CSV line and the image path.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
+use image::ImageFormat;
 
 use super::csv_import::{read_labeled, CsvImport, ImportError};
 use super::{Dataset, Inputs};
@@ -26,6 +27,75 @@ pub struct ImageImport {
     pub width: usize,
     /// Resize images of another size (else: an error).
     pub resize: bool,
+}
+
+/// Largest accepted image side, in pixels: a small compressed file can declare a
+/// huge canvas, and decoding it would allocate gigabytes.
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// Why encoded bytes cannot become an `H×W` RGB image. Each message completes a
+/// sentence that starts with the image's name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImageError {
+    #[error("is not a PNG or JPEG image")]
+    UnknownFormat,
+    #[error("is a {0} image; only PNG and JPEG are accepted")]
+    UnsupportedFormat(String),
+    #[error("is {height}x{width} (HxW); images may have at most {MAX_IMAGE_SIDE} pixels a side")]
+    TooLarge { height: u32, width: u32 },
+    #[error("is unreadable: {0}")]
+    Unreadable(String),
+    #[error("is {height}x{width} (HxW), expected {expected_height}x{expected_width}")]
+    WrongSize {
+        height: u32,
+        width: u32,
+        expected_height: usize,
+        expected_width: usize,
+    },
+}
+
+/// Decodes a PNG or JPEG into `height × width` RGB pixels (row-major HWC), the
+/// layout of image data sets and of the CNN's input. Grey or alpha images become
+/// RGB; another size is resized (triangle filter) when `resize`, else refused.
+pub fn decode_rgb(
+    data: &[u8],
+    height: usize,
+    width: usize,
+    resize: bool,
+) -> Result<Vec<u8>, ImageError> {
+    let format = image::guess_format(data).map_err(|_| ImageError::UnknownFormat)?;
+    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
+        return Err(ImageError::UnsupportedFormat(
+            format!("{format:?}").to_uppercase(),
+        ));
+    }
+    let reader = || image::io::Reader::with_format(Cursor::new(data), format);
+    let (w0, h0) = reader()
+        .into_dimensions()
+        .map_err(|e| ImageError::Unreadable(e.to_string()))?;
+    if w0 > MAX_IMAGE_SIDE || h0 > MAX_IMAGE_SIDE {
+        return Err(ImageError::TooLarge {
+            height: h0,
+            width: w0,
+        });
+    }
+    let img = reader()
+        .decode()
+        .map_err(|e| ImageError::Unreadable(e.to_string()))?
+        .to_rgb8();
+    let img = if (img.height() as usize, img.width() as usize) == (height, width) {
+        img
+    } else if resize {
+        image::imageops::resize(&img, width as u32, height as u32, FilterType::Triangle)
+    } else {
+        return Err(ImageError::WrongSize {
+            height: img.height(),
+            width: img.width(),
+            expected_height: height,
+            expected_width: width,
+        });
+    };
+    Ok(img.into_raw())
 }
 
 pub fn import_images(opts: &ImageImport) -> Result<Dataset, ImportError> {
@@ -59,24 +129,9 @@ pub fn import_images(opts: &ImageImport) -> Result<Dataset, ImportError> {
                     format!("image '{path}' not found in {}", opts.images.display()),
                 )
             })?;
-        let img = image::load_from_memory(&data)
-            .map_err(|e| err(Some(*line), format!("image '{path}' is unreadable: {e}")))?
-            .to_rgb8();
-        let img = if (img.height() as usize, img.width() as usize) == (h, w) {
-            img
-        } else if opts.resize {
-            image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle)
-        } else {
-            return Err(err(
-                Some(*line),
-                format!(
-                    "image '{path}' is {}x{} (HxW), expected {h}x{w}",
-                    img.height(),
-                    img.width()
-                ),
-            ));
-        };
-        pixels.extend_from_slice(img.as_raw());
+        let rgb = decode_rgb(&data, h, w, opts.resize)
+            .map_err(|e| err(Some(*line), format!("image '{path}' {e}")))?;
+        pixels.extend_from_slice(&rgb);
     }
     Dataset::new(
         Inputs::Images {

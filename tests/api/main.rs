@@ -4,6 +4,7 @@
 mod helpers;
 
 mod errors;
+mod images;
 mod lifecycle;
 mod metrics;
 mod models;
