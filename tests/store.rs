@@ -112,7 +112,7 @@ async fn lifecycle(db: &TestDb) {
     let case = store.case(&id).await.unwrap();
     assert_eq!((case.status.as_str(), case.labels), ("resolved", 2));
 
-    let data = store.export("m").await.unwrap();
+    let data = store.export("m", None).await.unwrap();
     assert_eq!(data.len(), 1);
     assert_eq!(data.counts(0), [1, 1]);
     assert_eq!(data.features(0).unwrap(), [1.0, 1.5]);
@@ -122,6 +122,27 @@ async fn lifecycle(db: &TestDb) {
     assert_eq!(stats.by_status["pending"], 0);
 }
 both_backends!(full_lifecycle, lifecycle);
+
+async fn image_cases_export_as_an_image_data_set(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let mut case = new_case(3, 1, 0.5);
+    case.feature_names = Vec::new();
+    case.input = (0..2 * 2 * 3).map(|v| (v * 20) as f32).collect();
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    store.claim("dr-a").await.unwrap().expect("a case");
+    store.label(&id, "dr-a", 1).await.unwrap();
+    let data = store.export("m", Some((2, 2, 3))).await.unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data.counts(0), [0, 1]);
+    let mut pixels = Vec::new();
+    data.extend_inputs(0, &mut pixels);
+    let want: Vec<f32> = (0..12).map(|v| (v * 20) as f32).collect();
+    assert_eq!(pixels, want);
+    let err = store.export("m", Some((4, 4, 3))).await.unwrap_err();
+    assert!(err.to_string().contains("not a 4x4x3 image"), "{err}");
+}
+both_backends!(image_export, image_cases_export_as_an_image_data_set);
 
 async fn labels_are_idempotent_and_need_a_lease(db: &TestDb) {
     let store = open(db, Duration::from_secs(60), vec![]).await;

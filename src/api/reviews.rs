@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::auth::{Caller, Role};
+use crate::model::InputSchema;
 use crate::store::admin::{Agreement, AuditEntry, QueueStats};
 use crate::store::queue::{Case, Claim, LabelOutcome, Lease};
 
@@ -209,7 +210,19 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[])?;
     let model = model_or_default(&state, &q);
-    let data = state.store.export(&model).await?;
+    // Image cases store pixels; the served model says their size.
+    let image = state
+        .registry
+        .get(&model)
+        .and_then(|m| match m.manifest.input {
+            InputSchema::Image {
+                height,
+                width,
+                channels,
+            } => Some((height, width, channels)),
+            InputSchema::Features { .. } => None,
+        });
+    let data = state.store.export(&model, image).await?;
     let bytes = crate::data::format::to_bytes(&data)
         .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")))?;
     let detail = format!("model={model} cases={}", data.len());

@@ -202,8 +202,14 @@ impl Store {
 
     /// Resolved cases of `model` as a dataset (DESIGN §3) that `triaged train`
     /// reads: inputs as served, reviewers' labels as counts, a split by a hash of
-    /// the case id (60/20/20, stable across exports).
-    pub async fn export(&self, model: &str) -> StoreResult<Dataset> {
+    /// the case id (60/20/20, stable across exports). `image` is the served
+    /// model's image size (H, W, C), if it takes images: its cases stored pixels,
+    /// and export as an image data set.
+    pub async fn export(
+        &self,
+        model: &str,
+        image: Option<(usize, usize, usize)>,
+    ) -> StoreResult<Dataset> {
         let cases = self.resolved_cases(model).await?;
         let first = cases
             .first()
@@ -243,12 +249,32 @@ impl Store {
             values.extend_from_slice(&c.input);
             split.push(split_of(&c.id));
         }
-        Dataset::new(
-            Inputs::Features {
+        let inputs = match image {
+            Some((height, width, channels)) if names.is_empty() => {
+                let len = height * width * channels;
+                if let Some(c) = cases.iter().find(|c| c.input.len() != len) {
+                    return Err(StoreError::Invalid(format!(
+                        "case '{}' holds {} values, not a {height}x{width}x{channels} image; export by model version",
+                        c.id,
+                        c.input.len()
+                    )));
+                }
+                Inputs::Images {
+                    height,
+                    width,
+                    channels,
+                    // Served pixels were decoded from u8, so this is exact.
+                    pixels: values.iter().map(|v| v.clamp(0.0, 255.0) as u8).collect(),
+                }
+            }
+            _ => Inputs::Features {
                 dim: names.len(),
                 names,
                 values,
             },
+        };
+        Dataset::new(
+            inputs,
             classes,
             counts,
             None,
