@@ -3,72 +3,14 @@
 //! training run calibrated on the second set, a bundle that loads, evaluates, and
 //! answers the same for a batch as for each image alone.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use candle_core::Device;
-use triaged::data::csv_import::{CsvImport, LabelLayout};
-use triaged::data::images::{import_images, ImageImport};
-use triaged::data::{format, Dataset, Split};
+use common::{cifar10h, cifar10n};
+use triaged::data::{format, Split};
 use triaged::eval::{self, EvalOptions};
 use triaged::model::{InputSchema, Predictor};
 use triaged::train::{self, TrainConfig};
-
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar")
-}
-
-fn import(csv: &str, labels: LabelLayout, split: bool) -> Dataset {
-    import_images(&ImageImport {
-        images: fixture(),
-        labels: CsvImport {
-            csv: fixture().join(csv),
-            labels,
-            features: None,
-            reference: Some("reference".into()),
-            split: split.then(|| "split".into()),
-            classes: Some(CLASSES.iter().map(|c| c.to_string()).collect()),
-            min_labels: 0,
-            image_column: Some("image".into()),
-        },
-        height: 32,
-        width: 32,
-        resize: true,
-    })
-    .unwrap()
-}
-
-fn cifar10n() -> Dataset {
-    import(
-        "cifar10n-train.csv",
-        LabelLayout::Annotators(vec![
-            "annotator1".into(),
-            "annotator2".into(),
-            "annotator3".into(),
-        ]),
-        false,
-    )
-}
-
-fn cifar10h() -> Dataset {
-    import(
-        "cifar10h-test.csv",
-        LabelLayout::Counts(CLASSES.iter().map(|c| format!("n_{c}")).collect()),
-        true,
-    )
-}
 
 #[test]
 fn fixture_imports_with_three_and_many_labels() {

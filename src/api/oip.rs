@@ -601,25 +601,12 @@ fn image_tensor(
 
 /// The encoded images of a BYTES tensor.
 fn encoded_images(input: &InputTensor, binary: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
-    if let Some(size) = binary_size(input) {
-        if size > binary.len() {
-            return Err(ApiError::BadRequest(format!(
-                "input '{}' declares {size} binary bytes; {} are present",
-                input.name,
-                binary.len()
-            )));
-        }
-        let elements = split_bytes_elements(&binary[..size], &input.name)?;
+    if let Some(bytes) = binary_part(input, binary)? {
+        let elements = split_bytes_elements(bytes, &input.name)?;
         return Ok(elements.into_iter().map(<[u8]>::to_vec).collect());
     }
-    let data = input.data.as_ref().ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "input '{}' has neither 'data' nor binary data",
-            input.name
-        ))
-    })?;
     let mut texts = Vec::new();
-    strings(data, &input.name, &mut texts)?;
+    strings(json_data(input)?, &input.name, &mut texts)?;
     texts
         .iter()
         .enumerate()
@@ -644,12 +631,34 @@ fn strings<'a>(
     }
 }
 
-fn binary_size(t: &InputTensor) -> Option<usize> {
-    t.parameters
+/// The tensor's part of the binary data, when it declares `binary_data_size`.
+fn binary_part<'a>(t: &InputTensor, binary: &'a [u8]) -> Result<Option<&'a [u8]>, ApiError> {
+    let Some(size) = t
+        .parameters
         .as_ref()
         .and_then(|p| p.get("binary_data_size"))
         .and_then(serde_json::Value::as_u64)
         .map(|s| s as usize)
+    else {
+        return Ok(None);
+    };
+    binary.get(..size).map(Some).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "input '{}' declares {size} binary bytes; {} are present",
+            t.name,
+            binary.len()
+        ))
+    })
+}
+
+/// The tensor's JSON `data`, required when it has no binary data.
+fn json_data(t: &InputTensor) -> Result<&serde_json::Value, ApiError> {
+    t.data.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "input '{}' has neither 'data' nor binary data",
+            t.name
+        ))
+    })
 }
 
 /// Splits a body into its JSON header and binary tensor data (Triton's binary
@@ -686,15 +695,16 @@ fn tensor_values(t: &InputTensor, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
             )))
         }
     };
-    if let Some(size) = binary_size(t) {
-        if size > binary.len() || size % width != 0 {
+    if let Some(bytes) = binary_part(t, binary)? {
+        if bytes.len() % width != 0 {
             return Err(ApiError::BadRequest(format!(
-                "input '{}' declares {size} binary bytes; {} are present",
+                "input '{}' has {} binary bytes, not a whole number of {}-byte {} values",
                 t.name,
-                binary.len()
+                bytes.len(),
+                width,
+                t.datatype
             )));
         }
-        let bytes = &binary[..size];
         let values = bytes
             .chunks_exact(width)
             .map(|c| match (t.datatype.as_str(), c.len()) {
@@ -714,14 +724,8 @@ fn tensor_values(t: &InputTensor, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
             .collect();
         return Ok(values);
     }
-    let data = t.data.as_ref().ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "input '{}' has neither 'data' nor binary data",
-            t.name
-        ))
-    })?;
     let mut out = Vec::new();
-    flatten(data, &t.name, &mut out)?;
+    flatten(json_data(t)?, &t.name, &mut out)?;
     Ok(out)
 }
 

@@ -10,59 +10,20 @@ use std::sync::OnceLock;
 use base64::Engine;
 use candle_core::Device;
 use serde_json::{json, Value};
-use triaged::data::csv_import::{CsvImport, LabelLayout};
 use triaged::data::format;
-use triaged::data::images::{import_images, ImageImport};
 use triaged::train::{self, TrainConfig};
 
+use crate::common::{cifar10h, cifar10n, cifar_fixture};
 use crate::helpers::*;
 
 const IMAGE_MODEL: &str = "cifar-tiny";
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar")
-}
 
 /// A one-epoch 4/8-channel CNN on the fixture, trained once and shared.
 fn tiny_bundle() -> &'static Path {
     static BUNDLE: OnceLock<PathBuf> = OnceLock::new();
     BUNDLE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
-        let classes: Vec<String> = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck"
-            .split(',')
-            .map(String::from)
-            .collect();
-        let import = |csv: &str, labels: LabelLayout, split: Option<&str>| {
-            import_images(&ImageImport {
-                images: fixture(),
-                labels: CsvImport {
-                    csv: fixture().join(csv),
-                    labels,
-                    features: None,
-                    reference: Some("reference".into()),
-                    split: split.map(String::from),
-                    classes: Some(classes.clone()),
-                    min_labels: 0,
-                    image_column: Some("image".into()),
-                },
-                height: 32,
-                width: 32,
-                resize: false,
-            })
-            .unwrap()
-        };
-        let annotators = ["annotator1", "annotator2", "annotator3"].map(String::from);
-        let train_data = import(
-            "cifar10n-train.csv",
-            LabelLayout::Annotators(annotators.to_vec()),
-            None,
-        );
-        let counts = classes.iter().map(|c| format!("n_{c}")).collect();
-        let cal_data = import(
-            "cifar10h-test.csv",
-            LabelLayout::Counts(counts),
-            Some("split"),
-        );
+        let (train_data, cal_data) = (cifar10n(), cifar10h());
         let (train_path, cal_path) = (dir.join("n.safetensors"), dir.join("h.safetensors"));
         format::save(&train_data, &train_path).unwrap();
         format::save(&cal_data, &cal_path).unwrap();
@@ -109,7 +70,7 @@ fn triage_path() -> String {
 }
 
 fn jpeg(class: &str, i: usize) -> Vec<u8> {
-    std::fs::read(fixture().join(format!("test/{class}/{i:04}.jpg"))).unwrap()
+    std::fs::read(cifar_fixture().join(format!("test/{class}/{i:04}.jpg"))).unwrap()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -161,19 +122,9 @@ async fn a_jpeg_or_png_instance_gets_a_prediction_and_a_decision() {
     assert_eq!(p.len(), 10);
     assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
     let class = result["prediction"]["class"].as_u64().unwrap() as usize;
-    let names = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
-    assert_eq!(result["prediction"]["label"], names[class]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(tiny_bundle().join("model.json")).unwrap()).unwrap();
+    assert_eq!(result["prediction"]["label"], manifest["classes"][class]);
     assert!(["automate", "review"].contains(&result["decision"]["route"].as_str().unwrap()));
     let d = result["uncertainty"]["disagreement"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&d));
@@ -271,6 +222,11 @@ fn oip_path() -> String {
     format!("/v2/models/{IMAGE_MODEL}/infer")
 }
 
+async fn infer_probabilities(app: &TestApp, body: &Value) -> Vec<f64> {
+    let r: Value = app.post_json(&oip_path(), body).await.json().await.unwrap();
+    oip_probabilities(&r)
+}
+
 fn oip_probabilities(r: &Value) -> Vec<f64> {
     let out = r["outputs"]
         .as_array()
@@ -289,12 +245,7 @@ fn oip_probabilities(r: &Value) -> Vec<f64> {
 #[actix_web::test]
 async fn oip_takes_images_as_bytes_or_uint8_pixels() {
     let app = spawn_image_app().await;
-    let m: Value = app
-        .get(&format!("/v2/models/{IMAGE_MODEL}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let m = app.get_json(&format!("/v2/models/{IMAGE_MODEL}")).await;
     assert_eq!(
         m["inputs"][0],
         json!({"name": "image", "datatype": "UINT8", "shape": [-1, 32, 32, 3]})
@@ -305,22 +256,10 @@ async fn oip_takes_images_as_bytes_or_uint8_pixels() {
 
     let pixels: Vec<u8> = decode(&cat).into_raw();
     let uint8 = json!({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 32, 32, 3], "data": pixels}]});
-    let r: Value = app
-        .post_json(&oip_path(), &uint8)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_close(&oip_probabilities(&r), &want);
+    assert_close(&infer_probabilities(&app, &uint8).await, &want);
 
     let bytes = json!({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64(&cat)]}]});
-    let r: Value = app
-        .post_json(&oip_path(), &bytes)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_close(&oip_probabilities(&r), &want);
+    assert_close(&infer_probabilities(&app, &bytes).await, &want);
 
     // Triton's binary extension: a 4-byte length, then the encoded image.
     let mut element = (cat.len() as u32).to_le_bytes().to_vec();

@@ -1,6 +1,8 @@
 //! HTTP API tests against a real server on port 0 (one test binary, modules by
 //! resource).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 
 mod errors;

@@ -11,12 +11,7 @@ async fn server_and_model_metadata() {
     let app = spawn_app().await;
     let s: Value = app.get("/v2").await.json().await.unwrap();
     assert_eq!(s["name"], "triaged");
-    let m: Value = app
-        .get(&format!("/v2/models/{MODEL}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let m = app.get_json(&format!("/v2/models/{MODEL}")).await;
     assert_eq!(
         m["inputs"][0],
         json!({"name": "features", "datatype": "FP32", "shape": [-1, 8]})

@@ -1,10 +1,15 @@
-//! Test databases: a SQLite file in a temporary folder, or a fresh PostgreSQL
-//! database (from `TRIAGED_TEST_POSTGRES_URL`) that is dropped afterwards.
+//! Shared test fixtures. Test databases: a SQLite file in a temporary folder, or
+//! a fresh PostgreSQL database (from `TRIAGED_TEST_POSTGRES_URL`) that is dropped
+//! afterwards. The committed CIFAR images, imported as the two kinds of data set.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::Connection;
+use triaged::data::csv_import::{CsvImport, LabelLayout};
+use triaged::data::images::{import_images, ImageImport};
+use triaged::data::Dataset;
 
 /// Owns a test database; dropping it removes the database.
 pub enum TestDb {
@@ -193,4 +198,63 @@ pub async fn all_cases(base: &str) -> Vec<serde_json::Value> {
             return out;
         }
     }
+}
+
+/// The committed CIFAR fixture (tests/fixtures/cifar): CIFAR-10N-style
+/// annotator columns for training, CIFAR-10H-style counts with a split.
+pub const CIFAR_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+pub fn cifar_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar")
+}
+
+fn import_cifar(csv: &str, labels: LabelLayout, split: bool) -> Dataset {
+    import_images(&ImageImport {
+        images: cifar_fixture(),
+        labels: CsvImport {
+            csv: cifar_fixture().join(csv),
+            labels,
+            features: None,
+            reference: Some("reference".into()),
+            split: split.then(|| "split".into()),
+            classes: Some(CIFAR_CLASSES.iter().map(|c| c.to_string()).collect()),
+            min_labels: 0,
+            image_column: Some("image".into()),
+        },
+        height: 32,
+        width: 32,
+        resize: true,
+    })
+    .unwrap()
+}
+
+pub fn cifar10n() -> Dataset {
+    import_cifar(
+        "cifar10n-train.csv",
+        LabelLayout::Annotators(vec![
+            "annotator1".into(),
+            "annotator2".into(),
+            "annotator3".into(),
+        ]),
+        false,
+    )
+}
+
+pub fn cifar10h() -> Dataset {
+    import_cifar(
+        "cifar10h-test.csv",
+        LabelLayout::Counts(CIFAR_CLASSES.iter().map(|c| format!("n_{c}")).collect()),
+        true,
+    )
 }
