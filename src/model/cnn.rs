@@ -13,11 +13,11 @@
 //! ordered (dy, dx, c_in)), `….bn.{gamma,beta,running_mean,running_var}`
 //! (`[C_out]`), `member{i}.body{l}.*` (dense), and the heads as in [`super::net`].
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear, Init, Linear, VarBuilder};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 use super::bundle::{Architecture, Head};
-use super::net::{Dropout, MemberOutputs};
+use super::net::{DenseTop, Dropout, MemberOutputs};
 
 /// Batch-norm ε.
 const BN_EPS: f64 = 1e-5;
@@ -107,10 +107,7 @@ struct Stage {
 
 struct CnnMember {
     stages: Vec<Stage>,
-    body: Vec<Linear>,
-    class_head: Linear,
-    disagreement_head: Linear,
-    human_error_head: Option<Linear>,
+    top: DenseTop,
 }
 
 /// Gather indices for im2col at one spatial size: for each output pixel (y, x)
@@ -180,22 +177,9 @@ impl ConvNet {
                 }
                 built.push(Stage { convs });
             }
-            let mut width = h * w * c_in;
-            let mut body = Vec::with_capacity(arch.hidden.len());
-            for (l, &units) in arch.hidden.iter().enumerate() {
-                body.push(linear(width, units, vb.pp(format!("body{l}")))?);
-                width = units;
-            }
             members.push(CnnMember {
                 stages: built,
-                body,
-                class_head: linear(width, num_classes, vb.pp("class"))?,
-                disagreement_head: linear(width, 1, vb.pp("disagreement"))?,
-                human_error_head: if heads.contains(&Head::HumanError) {
-                    Some(linear(width, 1, vb.pp("human_error"))?)
-                } else {
-                    None
-                },
+                top: DenseTop::new(h * w * c_in, &arch.hidden, num_classes, heads, &vb)?,
             });
         }
         Ok(ConvNet {
@@ -247,22 +231,8 @@ impl ConvNet {
                 height /= 2;
                 width /= 2;
             }
-            let mut h = h.flatten_from(1)?;
-            for layer in &m.body {
-                h = layer.forward(&h)?.relu()?;
-                if let Some((dropout, _)) = train.as_mut() {
-                    h = dropout.apply(&h)?;
-                }
-            }
-            outputs.push(MemberOutputs {
-                class_logits: m.class_head.forward(&h)?,
-                disagreement_logit: m.disagreement_head.forward(&h)?.squeeze(1)?,
-                human_error_logit: m
-                    .human_error_head
-                    .as_ref()
-                    .map(|head| head.forward(&h)?.squeeze(1))
-                    .transpose()?,
-            });
+            let dropout = train.as_mut().map(|(d, _)| &mut **d);
+            outputs.push(m.top.forward(h.flatten_from(1)?, dropout)?);
         }
         Ok(outputs)
     }

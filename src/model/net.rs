@@ -21,11 +21,64 @@ pub struct MemberOutputs {
     pub human_error_logit: Option<Tensor>,
 }
 
-struct Member {
+/// The dense part every member ends in (the whole MLP member; the CNN's after its
+/// conv stages): hidden ReLU layers `body{l}`, then the `class`, `disagreement`
+/// and optional `human_error` heads.
+pub(crate) struct DenseTop {
     body: Vec<Linear>,
     class_head: Linear,
     disagreement_head: Linear,
     human_error_head: Option<Linear>,
+}
+
+impl DenseTop {
+    pub(crate) fn new(
+        input_width: usize,
+        hidden: &[usize],
+        num_classes: usize,
+        heads: &[Head],
+        vb: &VarBuilder,
+    ) -> candle_core::Result<DenseTop> {
+        let mut body = Vec::with_capacity(hidden.len());
+        let mut width = input_width;
+        for (l, &units) in hidden.iter().enumerate() {
+            body.push(linear(width, units, vb.pp(format!("body{l}")))?);
+            width = units;
+        }
+        Ok(DenseTop {
+            body,
+            class_head: linear(width, num_classes, vb.pp("class"))?,
+            disagreement_head: linear(width, 1, vb.pp("disagreement"))?,
+            human_error_head: if heads.contains(&Head::HumanError) {
+                Some(linear(width, 1, vb.pp("human_error"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `h` is `[B, input_width]`; `dropout` is `Some` only in training.
+    pub(crate) fn forward(
+        &self,
+        mut h: Tensor,
+        mut dropout: Option<&mut Dropout>,
+    ) -> candle_core::Result<MemberOutputs> {
+        for layer in &self.body {
+            h = layer.forward(&h)?.relu()?;
+            if let Some(d) = dropout.as_deref_mut() {
+                h = d.apply(&h)?;
+            }
+        }
+        Ok(MemberOutputs {
+            class_logits: self.class_head.forward(&h)?,
+            disagreement_logit: self.disagreement_head.forward(&h)?.squeeze(1)?,
+            human_error_logit: self
+                .human_error_head
+                .as_ref()
+                .map(|head| head.forward(&h)?.squeeze(1))
+                .transpose()?,
+        })
+    }
 }
 
 /// Seeded dropout masks, so training is reproducible bit for bit (candle's own
@@ -59,7 +112,7 @@ impl Dropout {
 /// The ensemble. Parameter names: `member{i}.body{l}.{weight,bias}`,
 /// `member{i}.class.*`, `member{i}.disagreement.*`, `member{i}.human_error.*`.
 pub struct TriageNet {
-    members: Vec<Member>,
+    members: Vec<DenseTop>,
 }
 
 impl TriageNet {
@@ -73,22 +126,13 @@ impl TriageNet {
         let mut members = Vec::with_capacity(arch.ensemble);
         for m in 0..arch.ensemble {
             let vb = vb.pp(format!("member{m}"));
-            let mut body = Vec::with_capacity(arch.hidden.len());
-            let mut width = input_dim;
-            for (l, &h) in arch.hidden.iter().enumerate() {
-                body.push(linear(width, h, vb.pp(format!("body{l}")))?);
-                width = h;
-            }
-            members.push(Member {
-                body,
-                class_head: linear(width, num_classes, vb.pp("class"))?,
-                disagreement_head: linear(width, 1, vb.pp("disagreement"))?,
-                human_error_head: if heads.contains(&Head::HumanError) {
-                    Some(linear(width, 1, vb.pp("human_error"))?)
-                } else {
-                    None
-                },
-            });
+            members.push(DenseTop::new(
+                input_dim,
+                &arch.hidden,
+                num_classes,
+                heads,
+                &vb,
+            )?);
         }
         Ok(TriageNet { members })
     }
@@ -107,24 +151,7 @@ impl TriageNet {
         let x = x.to_dtype(DType::F32)?;
         self.members
             .iter()
-            .map(|m| {
-                let mut h = x.clone();
-                for layer in &m.body {
-                    h = layer.forward(&h)?.relu()?;
-                    if let Some(d) = dropout.as_deref_mut() {
-                        h = d.apply(&h)?;
-                    }
-                }
-                Ok(MemberOutputs {
-                    class_logits: m.class_head.forward(&h)?,
-                    disagreement_logit: m.disagreement_head.forward(&h)?.squeeze(1)?,
-                    human_error_logit: m
-                        .human_error_head
-                        .as_ref()
-                        .map(|head| head.forward(&h)?.squeeze(1))
-                        .transpose()?,
-                })
-            })
+            .map(|m| m.forward(x.clone(), dropout.as_deref_mut()))
             .collect()
     }
 }
