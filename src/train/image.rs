@@ -20,15 +20,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{combined_loss, initialise, mean_target, restore_vars, snapshot_vars, usable};
-use super::{sha256_file, TrainConfig, TrainOutcome};
+use super::{TrainConfig, TrainOutcome, TrainedRun};
 use crate::data::targets::{human_error, pairwise_disagreement, soft_label};
 use crate::data::{Dataset, Inputs, Split};
-use crate::model::bundle::{self, Provenance, FORMAT_VERSION};
+use crate::model::bundle;
 use crate::model::cnn::{BatchStats, ConvNet, ImageShape};
 use crate::model::net::Dropout;
-use crate::model::predictor::Network;
 use crate::model::preprocess::Standardizer;
-use crate::model::{Architecture, Head, InputSchema, Manifest, Predictor};
+use crate::model::{Architecture, Head, InputSchema};
 
 /// Momentum of the batch-norm running statistics (weight of the old value).
 const BN_MOMENTUM: f64 = 0.9;
@@ -409,8 +408,15 @@ pub fn train_images(
         "training finished"
     );
 
-    let mut manifest = Manifest {
-        format_version: FORMAT_VERSION,
+    let split_note = match calibration {
+        Some((_, p)) => format!(
+            "train: every labelled image of {}; calibration: the calibration split of {}",
+            data_path.display(),
+            p.display()
+        ),
+        None => "from the data set's split tensor".into(),
+    };
+    TrainedRun {
         name,
         version,
         architecture: arch,
@@ -420,54 +426,18 @@ pub fn train_images(
             channels,
         },
         preprocessing: norm,
-        classes: data.class_names().to_vec(),
         heads,
-        temperature: 1.0,
-        training: Provenance {
-            data_file: data_path.display().to_string(),
-            data_sha256: sha256_file(data_path)?,
-            data_source: data.source().to_string(),
-            split: match calibration {
-                Some((_, p)) => format!(
-                    "train: every labelled image of {}; calibration: the calibration split of {}",
-                    data_path.display(),
-                    p.display()
-                ),
-                None => "from the data set's split tensor".into(),
-            },
-            n_train: train_idx.len(),
-            n_calibration: cal_idx.len(),
-            seed: cfg.seed,
-            config: serde_json::to_value(cfg)?,
-            epochs_run: cfg.epochs,
-            best_epoch: best.1,
-            initial_calibration_loss: initial_loss,
-            best_calibration_loss: best.0,
-            started_at,
-            duration_seconds: 0.0,
-            triaged_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        metrics: serde_json::Map::new(),
-    };
-    let net = Network::new(
-        &manifest,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )?;
-    let predictor = Predictor::from_parts(manifest.clone(), net, device.clone(), out.to_path_buf());
-    super::finish_bundle(
-        predictor,
-        &mut manifest,
-        cal_data,
-        &cal_idx,
-        &varmap,
-        out,
-        started,
-    )?;
-    Ok(TrainOutcome {
-        manifest,
+        data,
+        data_path,
+        split_note,
+        n_train: train_idx.len(),
         epochs_run: cfg.epochs,
-        best_epoch: best.1,
-    })
+        best,
+        initial_loss,
+        started,
+        started_at,
+    }
+    .finish(&varmap, cal_data, &cal_idx, out, cfg, device)
 }
 
 /// Folds this step's batch statistics into the running statistics.

@@ -281,8 +281,7 @@ pub fn train(
         "training finished"
     );
 
-    let mut manifest = Manifest {
-        format_version: FORMAT_VERSION,
+    TrainedRun {
         name,
         version,
         architecture: arch,
@@ -290,54 +289,110 @@ pub fn train(
             features: names.clone(),
         },
         preprocessing: standardizer,
-        classes: data.class_names().to_vec(),
         heads,
-        temperature: 1.0,
-        training: Provenance {
-            data_file: data_path.display().to_string(),
-            data_sha256: sha256_file(data_path)?,
-            data_source: data.source().to_string(),
-            split: split_note,
-            n_train: train_idx.len(),
-            n_calibration: cal_idx.len(),
-            seed: cfg.seed,
-            config: serde_json::to_value(cfg)?,
-            epochs_run,
-            best_epoch: best.1,
-            initial_calibration_loss: initial_loss,
-            best_calibration_loss: best.0,
-            started_at,
-            duration_seconds: 0.0,
-            triaged_version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        metrics: serde_json::Map::new(),
-    };
-
-    let predictor = Predictor::from_parts(
-        manifest.clone(),
-        Network::Mlp(net),
-        device.clone(),
-        out.to_path_buf(),
-    );
-    finish_bundle(
-        predictor,
-        &mut manifest,
-        &data,
-        &cal_idx,
-        &varmap,
-        out,
-        started,
-    )?;
-    Ok(TrainOutcome {
-        manifest,
+        data: &data,
+        data_path,
+        split_note,
+        n_train: train_idx.len(),
         epochs_run,
-        best_epoch: best.1,
-    })
+        best,
+        initial_loss,
+        started,
+        started_at,
+    }
+    .finish(&varmap, &data, &cal_idx, out, cfg, device)
+}
+
+/// A finished training loop, before its bundle is written.
+pub(crate) struct TrainedRun<'a> {
+    pub name: String,
+    pub version: String,
+    pub architecture: Architecture,
+    pub input: InputSchema,
+    pub preprocessing: Standardizer,
+    pub heads: Vec<Head>,
+    /// The training data and where it was read from.
+    pub data: &'a Dataset,
+    pub data_path: &'a Path,
+    /// How the train/calibration split was obtained.
+    pub split_note: String,
+    pub n_train: usize,
+    pub epochs_run: usize,
+    /// Best calibration loss and its epoch (the weights in the var map).
+    pub best: (f64, usize),
+    pub initial_loss: f64,
+    pub started: Instant,
+    pub started_at: String,
+}
+
+impl TrainedRun<'_> {
+    /// Records the run in a manifest, then fits the temperature on `cal_idx` of
+    /// `cal_data`, evaluates, and writes the bundle into `out`.
+    pub(crate) fn finish(
+        self,
+        varmap: &VarMap,
+        cal_data: &Dataset,
+        cal_idx: &[usize],
+        out: &Path,
+        cfg: &TrainConfig,
+        device: &Device,
+    ) -> anyhow::Result<TrainOutcome> {
+        let (epochs_run, best_epoch) = (self.epochs_run, self.best.1);
+        let mut manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            name: self.name,
+            version: self.version,
+            architecture: self.architecture,
+            input: self.input,
+            preprocessing: self.preprocessing,
+            classes: self.data.class_names().to_vec(),
+            heads: self.heads,
+            temperature: 1.0,
+            training: Provenance {
+                data_file: self.data_path.display().to_string(),
+                data_sha256: sha256_file(self.data_path)?,
+                data_source: self.data.source().to_string(),
+                split: self.split_note,
+                n_train: self.n_train,
+                n_calibration: cal_idx.len(),
+                seed: cfg.seed,
+                config: serde_json::to_value(cfg)?,
+                epochs_run,
+                best_epoch,
+                initial_calibration_loss: self.initial_loss,
+                best_calibration_loss: self.best.0,
+                started_at: self.started_at,
+                duration_seconds: 0.0,
+                triaged_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            metrics: serde_json::Map::new(),
+        };
+        let net = Network::new(
+            &manifest,
+            VarBuilder::from_varmap(varmap, DType::F32, device),
+        )?;
+        let predictor =
+            Predictor::from_parts(manifest.clone(), net, device.clone(), out.to_path_buf());
+        finish_bundle(
+            predictor,
+            &mut manifest,
+            cal_data,
+            cal_idx,
+            varmap,
+            out,
+            self.started,
+        )?;
+        Ok(TrainOutcome {
+            manifest,
+            epochs_run,
+            best_epoch,
+        })
+    }
 }
 
 /// Fits the temperature on the calibration cases `cal_idx` of `cal_data`, evaluates
 /// the calibration and test splits into the manifest's metrics, and writes the bundle.
-pub(crate) fn finish_bundle(
+fn finish_bundle(
     mut predictor: Predictor,
     manifest: &mut Manifest,
     cal_data: &Dataset,
