@@ -56,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(reviews::list)
     .service(reviews::audit_log)
     .service(reviews::get_case)
+    .service(reviews::case_image)
     .service(reviews::label)
     .service(reviews::renew)
     .service(reviews::release)

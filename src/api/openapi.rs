@@ -26,6 +26,7 @@ use super::{models, oip, ops, problem, reviews, triage};
         oip::infer,
         reviews::claim,
         reviews::get_case,
+        reviews::case_image,
         reviews::label,
         reviews::renew,
         reviews::release,

@@ -4,6 +4,7 @@
 //! reviewers, and read the audit log. Every access to a case is audited.
 
 use actix_web::{get, post, web, HttpResponse};
+use image::ImageEncoder;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -69,13 +70,82 @@ pub async fn get_case(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Reviewer])?;
-    let case = match caller.role {
-        Role::Admin => state.store.case(&id).await?,
-        _ => state.store.case_for_reviewer(&id, &caller.subject).await?,
-    };
+    let case = readable_case(&state, &caller, &id).await?;
     audit(&state, &caller, "case.read", Some(&id), "").await?;
     Ok(HttpResponse::Ok().json(case))
+}
+
+/// An image case as the model saw it (PNG, at the model's input size), for the
+/// reviewer's screen. Same access as reading the case.
+#[utoipa::path(get, path = "/v1/reviews/{case_id}/image", tag = "reviews",
+    params(("case_id" = String, Path)),
+    responses((status = 200, description = "The case's image", content_type = "image/png"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/reviews/{case_id}/image")]
+pub async fn case_image(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let case = readable_case(&state, &caller, &id).await?;
+    let Some((height, width, channels)) = served_image_size(&state, &case.model) else {
+        return Err(ApiError::NotFound(format!(
+            "case '{id}' has no image: model '{}' is not a served image model",
+            case.model
+        )));
+    };
+    let color = match channels {
+        1 => image::ColorType::L8,
+        3 => image::ColorType::Rgb8,
+        c => {
+            return Err(ApiError::Conflict(format!(
+                "case '{id}': {c}-channel images cannot be shown as PNG"
+            )))
+        }
+    };
+    if case.input.len() != height * width * channels {
+        return Err(ApiError::Conflict(format!(
+            "case '{id}' holds {} values, not a {height}x{width}x{channels} image of the served model '{}'",
+            case.input.len(),
+            case.model
+        )));
+    }
+    // Served pixels were decoded from u8, so this is exact.
+    let pixels: Vec<u8> = case
+        .input
+        .iter()
+        .map(|v| v.clamp(0.0, 255.0) as u8)
+        .collect();
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&pixels, width as u32, height as u32, color)
+        .map_err(|e| ApiError::Internal(format!("encoding case '{id}' as PNG: {e}")))?;
+    audit(&state, &caller, "case.read", Some(&id), "image").await?;
+    Ok(HttpResponse::Ok().content_type("image/png").body(png))
+}
+
+/// The case, if the caller may read it: reviewers only the cases they claimed,
+/// admins any.
+async fn readable_case(state: &AppState, caller: &Caller, id: &str) -> Result<Case, ApiError> {
+    caller.require(&[Role::Reviewer])?;
+    Ok(match caller.role {
+        Role::Admin => state.store.case(id).await?,
+        _ => state.store.case_for_reviewer(id, &caller.subject).await?,
+    })
+}
+
+/// The input size (H, W, C) of `model`, when it is served and takes images.
+fn served_image_size(state: &AppState, model: &str) -> Option<(usize, usize, usize)> {
+    match state.registry.get(model)?.manifest.input {
+        InputSchema::Image {
+            height,
+            width,
+            channels,
+        } => Some((height, width, channels)),
+        InputSchema::Features { .. } => None,
+    }
 }
 
 /// Submit your label for a claimed case. Recorded once per reviewer and case: a
@@ -211,17 +281,7 @@ pub async fn export(
     caller.require(&[])?;
     let model = model_or_default(&state, &q);
     // Image cases store pixels; the served model says their size.
-    let image = state
-        .registry
-        .get(&model)
-        .and_then(|m| match m.manifest.input {
-            InputSchema::Image {
-                height,
-                width,
-                channels,
-            } => Some((height, width, channels)),
-            InputSchema::Features { .. } => None,
-        });
+    let image = served_image_size(&state, &model);
     let data = state.store.export(&model, image).await?;
     let bytes = crate::data::format::to_bytes(&data)
         .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")))?;

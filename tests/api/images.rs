@@ -52,6 +52,10 @@ fn tiny_bundle() -> &'static Path {
 }
 
 async fn spawn_image_app() -> TestApp {
+    spawn_image_app_with(|_| {}).await
+}
+
+async fn spawn_image_app_with(tweak: impl FnOnce(&mut triaged::config::Settings)) -> TestApp {
     let app = spawn_app_with(false, |s| {
         let dst = s.models.dir.join(IMAGE_MODEL).join("1");
         std::fs::create_dir_all(&dst).unwrap();
@@ -59,6 +63,7 @@ async fn spawn_image_app() -> TestApp {
             std::fs::copy(tiny_bundle().join(f), dst.join(f)).unwrap();
         }
         s.models.default = IMAGE_MODEL.into();
+        tweak(s);
     })
     .await;
     app.wait_ready().await;
@@ -206,6 +211,77 @@ async fn every_bad_image_gets_a_precise_422() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(decided, 0.0, "a refused request made decisions:\n{m}");
+}
+
+#[actix_web::test]
+async fn a_routed_image_is_shown_to_its_reviewer_and_exported_as_an_image() {
+    // Review everything (threshold 0), so every image is queued.
+    let app = spawn_image_app_with(|s| s.triage.threshold = 0.0).await;
+    let cat = jpeg("cat", 1);
+    let r = triage_images(&app, &[b64(&cat)]).await;
+    let id = r["results"][0]["decision"]["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image_path = format!("/v1/reviews/{id}/image");
+    let claim = app
+        .as_subject(reqwest::Method::POST, "/v1/reviews/claim", "dr-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claim.status(), 200);
+    let shown = app
+        .as_subject(reqwest::Method::GET, &image_path, "dr-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+    assert_eq!(shown.headers()["content-type"], "image/png");
+    let png = shown.bytes().await.unwrap();
+    assert_eq!(image::guess_format(&png).unwrap(), image::ImageFormat::Png);
+    assert_eq!(decode(&png), decode(&cat), "the pixels the model saw");
+
+    let label = app
+        .as_subject(
+            reqwest::Method::POST,
+            &format!("/v1/reviews/{id}/labels"),
+            "dr-a",
+        )
+        .json(&json!({"label": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(label.status(), 200);
+    let export = app
+        .get(&format!("/v1/reviews/export?model={IMAGE_MODEL}"))
+        .await;
+    assert_eq!(export.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reviews.safetensors");
+    std::fs::write(&path, export.bytes().await.unwrap()).unwrap();
+    let data = format::load(&path).unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data.counts(0)[3], 1);
+    let mut pixels = Vec::new();
+    data.extend_inputs(0, &mut pixels);
+    let want: Vec<f32> = decode(&cat).into_raw().into_iter().map(f32::from).collect();
+    assert_eq!(pixels, want);
+
+    // A feature case has no image.
+    let lidc = spawn_app_with(true, |s| s.triage.threshold = 0.0).await;
+    let r: Value = lidc
+        .post_json("/v1/triage", &triage_body(&[nodule(1)]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = r["results"][0]["decision"]["case_id"].as_str().unwrap();
+    assert_problem(
+        lidc.get(&format!("/v1/reviews/{id}/image")).await,
+        404,
+        "is not a served image model",
+    )
+    .await;
 }
 
 #[actix_web::test]
