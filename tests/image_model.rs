@@ -15,13 +15,13 @@ use triaged::train::{self, TrainConfig};
 #[test]
 fn fixture_imports_with_three_and_many_labels() {
     let n = cifar10n();
-    assert_eq!(n.len(), 60);
+    assert_eq!(n.len(), 150);
     assert!((0..n.len()).all(|i| n.counts(i).iter().sum::<u32>() == 3));
     let h = cifar10h();
-    assert_eq!(h.len(), 60);
+    assert_eq!(h.len(), 150);
     assert!((0..h.len()).all(|i| h.counts(i).iter().sum::<u32>() >= 47));
-    assert_eq!(h.indices(Some(Split::Calibration)).unwrap().len(), 30);
-    assert_eq!(h.indices(Some(Split::Test)).unwrap().len(), 30);
+    assert_eq!(h.indices(Some(Split::Calibration)).unwrap().len(), 75);
+    assert_eq!(h.indices(Some(Split::Test)).unwrap().len(), 75);
 }
 
 #[test]
@@ -62,8 +62,8 @@ fn a_short_cnn_run_writes_a_bundle_that_serves_batches_like_single_images() {
             channels: 3
         }
     );
-    assert_eq!(m.training.n_train, 60);
-    assert_eq!(m.training.n_calibration, 30);
+    assert_eq!(m.training.n_train, 150);
+    assert_eq!(m.training.n_calibration, 75);
     assert!(m.metrics.contains_key("test"), "{:?}", m.metrics);
     assert!(out.join("checkpoint.safetensors").exists());
 
@@ -92,7 +92,7 @@ fn a_short_cnn_run_writes_a_bundle_that_serves_batches_like_single_images() {
         },
     )
     .unwrap();
-    assert_eq!(ev.report.n, 30);
+    assert_eq!(ev.report.n, 75);
 }
 
 #[test]
