@@ -4,6 +4,7 @@
 #   floor    GET /v2/health/live            (HTTP stack only: no body, no model)
 #   triage   POST /v1/triage, automate_all  (parse + batch + model + policy, no queue write)
 #   queued   POST /v1/triage, shipped policy (every case committed to SQLite, synchronous=FULL)
+#   image    POST /v1/models/cifar10-cnn/triage, automate_all, one base64 JPEG (decode + CNN)
 # and prints ratios, which are what to compare across machines (DESIGN §6, §7).
 #
 #   benches/http.sh [SECONDS] [CONNECTIONS]      needs wrk (apt-get install wrk)
@@ -18,6 +19,11 @@ port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"instances":[{"features":[2193.25,22.61,5.5,234.6,110.2,3.0,0.65,1]}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+cat >"$work/image.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"instances":[{"image":"$(base64 -w0 tests/fixtures/cifar/test/cat/0001.jpg)"}]}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
@@ -47,12 +53,13 @@ results=$( {
   run floor automate_all /v2/health/live
   run triage automate_all /v1/triage "$work/post.lua"
   run queued policy /v1/triage "$work/post.lua"
+  run image automate_all /v1/models/cifar10-cnn/triage "$work/image.lua"
 } )
 python3 - <<PY
 rows = {r.split()[0]: list(map(float, r.split()[1:])) for r in """$results""".strip().splitlines()}
 print(f"{'':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
 for k, (rps, p50, p99) in rows.items():
     print(f"{k:8} {rps:9.0f} {p50:8.3f} {p99:8.3f}")
-f, t, q = rows["floor"][0], rows["triage"][0], rows["queued"][0]
-print(f"ratios: triage/floor {t/f:.2f}  queued/triage {q/t:.2f}  ({$conns} connections, ${secs}s each, one case per request)")
+f, t, q, i = rows["floor"][0], rows["triage"][0], rows["queued"][0], rows["image"][0]
+print(f"ratios: triage/floor {t/f:.2f}  queued/triage {q/t:.2f}  image/triage {i/t:.3f}  ({$conns} connections, ${secs}s each, one case per request)")
 PY

@@ -148,15 +148,20 @@ impl FromRequest for Caller {
     type Future = Ready<Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(Caller::of(req))
+    }
+}
+
+impl Caller {
+    /// Authenticates the request's bearer token (or, in open mode, its subject header).
+    pub fn of(req: &HttpRequest) -> Result<Caller, ApiError> {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::Internal("application state missing".into())));
+            return Err(ApiError::Internal("application state missing".into()));
         };
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        ready(
-            state
-                .auth
-                .authenticate(header("authorization"), header("x-triaged-subject")),
-        )
+        state
+            .auth
+            .authenticate(header("authorization"), header("x-triaged-subject"))
     }
 }
 

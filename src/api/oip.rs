@@ -7,7 +7,7 @@
 //! (BYTES [B]; the review-queue case, empty when automated).
 
 use actix_web::http::header::HeaderMap;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -150,6 +150,19 @@ pub async fn server_metadata() -> HttpResponse {
     })
 }
 
+/// The caller, with authentication failures answered in the protocol's error
+/// shape like every other `/v2` problem.
+pub struct OipCaller(Caller);
+
+impl FromRequest for OipCaller {
+    type Error = OipError;
+    type Future = std::future::Ready<Result<OipCaller, OipError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Caller::of(req).map(OipCaller).map_err(OipError))
+    }
+}
+
 fn model_for(
     state: &AppState,
     name: &str,
@@ -237,10 +250,10 @@ fn metadata(state: &AppState, m: &LoadedModel) -> ModelMetadata {
 #[get("/v2/models/{model}")]
 pub async fn model_metadata(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: OipCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, OipError> {
-    caller.require(&[Role::Client])?;
+    caller.0.require(&[Role::Client])?;
     let m = model_for(&state, &path, None)?;
     Ok(HttpResponse::Ok().json(metadata(&state, &m)))
 }
@@ -248,10 +261,10 @@ pub async fn model_metadata(
 #[get("/v2/models/{model}/versions/{version}")]
 pub async fn model_version_metadata(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: OipCaller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, OipError> {
-    caller.require(&[Role::Client])?;
+    caller.0.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
     let m = model_for(&state, &name, Some(&version))?;
     Ok(HttpResponse::Ok().json(metadata(&state, &m)))
@@ -266,10 +279,10 @@ pub async fn model_version_metadata(
 #[get("/v2/models/{model}/ready")]
 pub async fn model_ready(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: OipCaller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, OipError> {
-    caller.require(&[Role::Client])?;
+    caller.0.require(&[Role::Client])?;
     model_for(&state, &path, None)?;
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
 }
@@ -277,10 +290,10 @@ pub async fn model_ready(
 #[get("/v2/models/{model}/versions/{version}/ready")]
 pub async fn model_version_ready(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: OipCaller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, OipError> {
-    caller.require(&[Role::Client])?;
+    caller.0.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
     model_for(&state, &name, Some(&version))?;
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
@@ -304,24 +317,24 @@ pub async fn model_version_ready(
 #[post("/v2/models/{model}/infer")]
 pub async fn infer(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: OipCaller,
     path: web::Path<String>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, OipError> {
-    caller.require(&[Role::Client])?;
+    caller.0.require(&[Role::Client])?;
     Ok(run_infer(&state, &path, None, req.headers(), &body).await?)
 }
 
 #[post("/v2/models/{model}/versions/{version}/infer")]
 pub async fn infer_version(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: OipCaller,
     path: web::Path<(String, String)>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, OipError> {
-    caller.require(&[Role::Client])?;
+    caller.0.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
     Ok(run_infer(&state, &name, Some(&version), req.headers(), &body).await?)
 }

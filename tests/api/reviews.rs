@@ -230,7 +230,13 @@ async fn every_endpoint_checks_the_callers_role() {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let status = req.send().await.unwrap().status().as_u16();
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            if matches!(status, 401 | 403) && path.starts_with("/v2") {
+                // Refusals on the inference protocol carry its `error` member too.
+                let p: Value = resp.json().await.unwrap();
+                assert_eq!(p["error"], p["detail"], "{who} {method} {path}: {p}");
+            }
             let expected_ok = allowed.contains(who);
             match *who {
                 "none" | "bad" => assert_eq!(status, 401, "{who} {method} {path}"),
