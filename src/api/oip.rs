@@ -323,7 +323,7 @@ pub async fn infer(
     body: web::Bytes,
 ) -> Result<HttpResponse, OipError> {
     caller.0.require(&[Role::Client])?;
-    Ok(run_infer(&state, &path, None, req.headers(), &body).await?)
+    Ok(run_infer(&state, &path, None, req.headers(), body).await?)
 }
 
 #[post("/v2/models/{model}/versions/{version}/infer")]
@@ -336,7 +336,7 @@ pub async fn infer_version(
 ) -> Result<HttpResponse, OipError> {
     caller.0.require(&[Role::Client])?;
     let (name, version) = path.into_inner();
-    Ok(run_infer(&state, &name, Some(&version), req.headers(), &body).await?)
+    Ok(run_infer(&state, &name, Some(&version), req.headers(), body).await?)
 }
 
 async fn run_infer(
@@ -344,16 +344,17 @@ async fn run_infer(
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let model = model_for(state, name, version)?;
-    let (json, binary) = split_binary(headers, body)?;
-    let request: InferRequest = serde_json::from_slice(json).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::BadRequest(format!(
-            "inference request does not match the protocol: {e}"
-        )),
-        _ => ApiError::BadRequest(format!("inference request is not valid JSON: {e}")),
-    })?;
+    let (json, binary) = split_binary(headers, &body)?;
+    let mut request: InferRequest =
+        serde_json::from_slice(json).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::BadRequest(format!(
+                "inference request does not match the protocol: {e}"
+            )),
+            _ => ApiError::BadRequest(format!("inference request is not valid JSON: {e}")),
+        })?;
     let max = state.settings.server.max_instances;
     let (values, cases) = match &model.manifest.input {
         InputSchema::Features { features } => {
@@ -370,8 +371,18 @@ async fn run_infer(
                 width: *width,
                 channels: *channels,
             };
-            let input = pick_input(&request.inputs, "image")?;
-            image_tensor(input, binary, size, name, max).map_err(|e| match e {
+            // Decoding images is CPU work: on actix's blocking pool, not the
+            // async worker; the request comes back for the output selection.
+            let (offset, name, body) = (json.len(), name.to_string(), body.clone());
+            let (back, parsed) = web::block(move || {
+                let parsed = pick_input(&request.inputs, "image")
+                    .and_then(|input| image_tensor(input, &body[offset..], size, &name, max));
+                (request, parsed)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("decoding images: {e}")))?;
+            request = back;
+            parsed.map_err(|e| match e {
                 // v2 reports every unusable input as a bad request.
                 ApiError::Unprocessable(m) => ApiError::BadRequest(m),
                 e => e,

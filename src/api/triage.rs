@@ -285,12 +285,13 @@ async fn triage(
         }
     }
     let model = served_model(state, name)?;
-    let rows = parse_rows(&req.instances, &model, state.settings.server.max_instances)?;
+    let max = state.settings.server.max_instances;
+    let (instances, rows) = parse_instances(req.instances, model.clone(), max).await?;
     let dim = model.manifest.input_dim();
-    let predictions = predict(state, &model, rows.clone(), req.instances.len()).await?;
+    let predictions = predict(state, &model, rows.clone(), instances.len()).await?;
     let mut new_cases = Vec::new();
     let mut results = Vec::with_capacity(predictions.len());
-    for (i, (inst, p)) in req.instances.into_iter().zip(predictions).enumerate() {
+    for (i, (inst, p)) in instances.into_iter().zip(predictions).enumerate() {
         let mut decision = model.policy.decide(&p);
         record_decision(state, &model, &decision);
         let uncertainty = Uncertainty {
@@ -346,6 +347,22 @@ async fn triage(
         Recorded::New => Ok(json_response(body)),
         Recorded::Existing(first) => Ok(json_response(first)),
     }
+}
+
+/// [`parse_rows`], handing the instances back. Decoding images is CPU work, so
+/// image models parse on actix's blocking pool, not on the async worker.
+async fn parse_instances(
+    instances: Vec<Instance>,
+    model: std::sync::Arc<LoadedModel>,
+    max_instances: usize,
+) -> Result<(Vec<Instance>, Vec<f32>), ApiError> {
+    if matches!(model.manifest.input, InputSchema::Features { .. }) {
+        let rows = parse_rows(&instances, &model, max_instances)?;
+        return Ok((instances, rows));
+    }
+    web::block(move || parse_rows(&instances, &model, max_instances).map(|rows| (instances, rows)))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoding images: {e}")))?
 }
 
 fn json_response(body: String) -> HttpResponse {
