@@ -19,7 +19,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{combined_loss, initialise, mean_target, restore_vars, snapshot_vars, usable};
+use super::{
+    combined_loss, heads_for, initialise, mean_target, restore_vars, snapshot_vars, usable,
+};
 use super::{TrainConfig, TrainOutcome, TrainedRun};
 use crate::data::targets::{human_error, pairwise_disagreement, soft_label};
 use crate::data::{Dataset, Inputs, Split};
@@ -27,7 +29,7 @@ use crate::model::bundle;
 use crate::model::cnn::{BatchStats, ConvNet, ImageShape};
 use crate::model::net::Dropout;
 use crate::model::preprocess::Standardizer;
-use crate::model::{Architecture, Head, InputSchema};
+use crate::model::{Architecture, InputSchema};
 
 /// Momentum of the batch-norm running statistics (weight of the old value).
 const BN_MOMENTUM: f64 = 0.9;
@@ -255,11 +257,7 @@ pub fn train_images(
         .collect();
     let norm = Standardizer::fit_channels(&train_pixels, channels);
     drop(train_pixels);
-    let with_reference = train_idx.iter().any(|&i| data.reference(i).is_some());
-    let mut heads = vec![Head::Class, Head::Disagreement];
-    if with_reference && cfg.human_error_weight > 0.0 {
-        heads.push(Head::HumanError);
-    }
+    let heads = heads_for(data, &train_idx, cfg);
     let arch = Architecture {
         kind: "cnn".into(),
         stages: Some(stages),

@@ -182,11 +182,7 @@ pub fn train(
 
     let train_rows: Vec<&[f32]> = train_idx.iter().filter_map(|&i| data.features(i)).collect();
     let standardizer = Standardizer::fit(&train_rows, dim);
-    let with_reference = train_idx.iter().any(|&i| data.reference(i).is_some());
-    let mut heads = vec![Head::Class, Head::Disagreement];
-    if with_reference && cfg.human_error_weight > 0.0 {
-        heads.push(Head::HumanError);
-    }
+    let heads = heads_for(&data, &train_idx, cfg);
     let arch = Architecture {
         kind: "mlp".into(),
         stages: None,
@@ -457,6 +453,17 @@ fn metrics_summary(r: &eval::Report) -> serde_json::Value {
         "dup_spearman": r.disagreement.dup.spearman,
         "uvc_spearman": r.disagreement.uvc.spearman,
     })
+}
+
+/// The heads to train: `class` and `disagreement` always, `human_error` when
+/// training cases have references and its loss weight is positive.
+pub(crate) fn heads_for(data: &Dataset, train_idx: &[usize], cfg: &TrainConfig) -> Vec<Head> {
+    let with_reference = train_idx.iter().any(|&i| data.reference(i).is_some());
+    let mut heads = vec![Head::Class, Head::Disagreement];
+    if with_reference && cfg.human_error_weight > 0.0 {
+        heads.push(Head::HumanError);
+    }
+    heads
 }
 
 /// Cases of `split` with at least one label (a case nobody labelled teaches nothing).
