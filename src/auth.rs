@@ -1,19 +1,16 @@
-//! Who is calling: bearer tokens from config, stored as SHA-256 hashes, each with a
+//! Who is calling: bearer tokens (the scheme name in any case, RFC 7235) from config, stored as SHA-256 hashes, each with a
 //! role (`client`, `reviewer`, `admin`) and a subject. Deny by default: every route
 //! except health, metrics and the OpenAPI document needs a role. With no tokens
 //! configured, a loopback bind is open (every caller is an admin, named by
 //! `X-Triaged-Subject` or `anonymous`) and logs a warning; a non-loopback bind
 //! refuses to start.
 
-use std::future::{ready, Ready};
 use std::net::SocketAddr;
 
-use actix_web::{web, FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::problem::ApiError;
-use crate::api::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -123,9 +120,11 @@ impl Auth {
                 role: Role::Admin,
             });
         }
+        // RFC 7235: the scheme name is case-insensitive.
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -140,28 +139,6 @@ impl Auth {
         let (role, subject) =
             found.ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
         Ok(Caller { subject, role })
-    }
-}
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(Caller::of(req))
-    }
-}
-
-impl Caller {
-    /// Authenticates the request's bearer token (or, in open mode, its subject header).
-    pub fn of(req: &HttpRequest) -> Result<Caller, ApiError> {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return Err(ApiError::Internal("application state missing".into()));
-        };
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        state
-            .auth
-            .authenticate(header("authorization"), header("x-triaged-subject"))
     }
 }
 
@@ -192,6 +169,16 @@ mod tests {
                 role: Role::Reviewer
             }
         );
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let c = auth
+                .authenticate(Some(&format!("{scheme} s3cret")), None)
+                .unwrap();
+            assert_eq!(c.subject, "dr-a");
+        }
+        assert!(matches!(
+            auth.authenticate(Some("Basic s3cret"), None),
+            Err(ApiError::Unauthorized(_))
+        ));
         assert!(matches!(
             auth.authenticate(Some("Bearer nope"), None),
             Err(ApiError::Unauthorized(_))

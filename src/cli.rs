@@ -37,14 +37,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -280,9 +273,17 @@ fn serve(
         models_dir: args.models_dir,
         default_model: args.default_model,
     };
-    let settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
-    device::pin_cpu_threads(threads.unwrap_or(settings.batch.threads));
-    crate::telemetry::init(log_format.unwrap_or(settings.log.format));
+    let mut settings = Settings::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    // Flags win over the files: fold them in, so the logged configuration is
+    // the one in force.
+    if let Some(t) = threads {
+        settings.batch.threads = t;
+    }
+    if let Some(f) = log_format {
+        settings.log.format = f;
+    }
+    device::pin_cpu_threads(settings.batch.threads);
+    crate::telemetry::init(settings.log.format);
     tracing::info!(settings = %settings.redacted(), "effective configuration");
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::model::device::DeviceChoice;
-use crate::policy::ThresholdScore;
+pub use crate::policy::{TriageMode, TriageSettings};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -34,6 +34,8 @@ pub struct StoreSettings {
     pub lease_seconds: u64,
     pub max_lease_failures: u32,
     pub rescue_interval_seconds: u64,
+    /// How long a write may wait for the database before it fails with 503.
+    pub write_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -69,6 +71,10 @@ pub struct ServerSettings {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub max_instances: usize,
+    /// Decoded pixels of all the images of one request, at most.
+    pub max_image_pixels: u64,
+    /// Images decoded at once across all requests, at most; 0 = one per CPU core.
+    pub image_decoders: usize,
     pub shutdown_timeout_seconds: u64,
 }
 
@@ -100,31 +106,10 @@ impl BatchSettings {
     }
 }
 
-/// What the server does with the policy's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriageMode {
-    /// Follow the policy.
-    Policy,
-    /// Route every case to review; record the policy's own decision beside it.
-    Shadow,
-    /// Automate every case (the policy's decision is still reported).
-    AutomateAll,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriageSettings {
-    pub mode: TriageMode,
-    pub score: ThresholdScore,
-    pub threshold: f64,
-    pub reviewers: u32,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    pub format: crate::cli::LogFormat,
+    pub format: crate::telemetry::LogFormat,
 }
 
 /// Command-line values that override the layered settings.
@@ -204,6 +189,14 @@ impl Settings {
         anyhow::ensure!(
             self.server.max_instances > 0,
             "server.max_instances must be positive"
+        );
+        anyhow::ensure!(
+            self.server.max_image_pixels > 0,
+            "server.max_image_pixels must be positive"
+        );
+        anyhow::ensure!(
+            self.store.write_timeout_ms > 0,
+            "store.write_timeout_ms must be positive"
         );
         anyhow::ensure!(
             self.server.max_body_bytes >= 1024,

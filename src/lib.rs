@@ -14,6 +14,8 @@
 //!   [`registry`]: served models and atomic reload; [`batch`]: the batching queue
 //!   and inference thread; [`api`]: HTTP routes and problem+json errors;
 //!   [`metrics`]: every Prometheus metric.
+//! - [`triage`]: the triage core shared by `/v1` and `/v2` — replay, predict,
+//!   decide, commit — knowing no HTTP.
 //! - [`store`]: the durable review queue (SQLite or PostgreSQL); [`auth`]:
 //!   bearer tokens and roles; [`webhooks`]: signed event delivery.
 //! - [`cli`]: the command line; `main.rs` only parses and dispatches.
@@ -35,4 +37,5 @@ pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod train;
+pub mod triage;
 pub mod webhooks;

@@ -13,10 +13,10 @@ use anyhow::Context;
 use candle_core::Device;
 
 use crate::batch::{BatchConfig, BatchHandle};
-use crate::config::TriageSettings;
 use crate::metrics::Metrics;
 use crate::model::{Manifest, Predictor};
 use crate::policy::Policy;
+use crate::policy::TriageSettings;
 
 /// One served model version with its policy and inference thread.
 pub struct LoadedModel {
@@ -49,6 +49,9 @@ pub struct ReloadOutcome {
 pub enum RegistryError {
     #[error("no model named '{0}' under the models folder")]
     UnknownModel(String),
+    /// Not a model name at all; the name is not echoed (it may be a path).
+    #[error("no such model: model names are 1 to 128 letters, digits, '.', '_' or '-'")]
+    BadName,
     #[error("model '{model}' was not reloaded, the previous version keeps serving: {reason}")]
     Refused { model: String, reason: String },
 }
@@ -112,6 +115,7 @@ impl Registry {
                 rd.filter_map(Result::ok)
                     .filter(|e| e.path().is_dir())
                     .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| valid_model_name(n))
                     .filter(|n| !latest_versions(&self.dir.join(n)).is_empty())
                     .collect()
             })
@@ -120,8 +124,12 @@ impl Registry {
         names
     }
 
-    /// Versions of `name` on disk, oldest first.
+    /// Versions of `name` on disk, oldest first (none for a name that is not a
+    /// valid model name: it is never joined onto the models folder).
     pub fn versions_on_disk(&self, name: &str) -> Vec<String> {
+        if !valid_model_name(name) {
+            return Vec::new();
+        }
         latest_versions(&self.dir.join(name))
     }
 
@@ -148,6 +156,9 @@ impl Registry {
     /// from a blocking thread. A bundle that fails to load is refused and the
     /// version in service stays.
     pub fn reload(&self, name: &str) -> Result<ReloadOutcome, RegistryError> {
+        if !valid_model_name(name) {
+            return Err(RegistryError::BadName);
+        }
         let versions = self.versions_on_disk(name);
         let Some(version) = versions.last() else {
             return Err(RegistryError::UnknownModel(name.to_string()));
@@ -158,9 +169,12 @@ impl Registry {
                 .reloads
                 .with_label_values(&[name, "refused"])
                 .inc();
+            // Callers see paths relative to the models folder, never where it is.
+            let reason = format!("{e:#}").replace(&self.dir.display().to_string(), "<models.dir>");
+            tracing::warn!(model = %name, error = %format!("{e:#}"), "bundle refused");
             RegistryError::Refused {
                 model: name.to_string(),
-                reason: format!("{e:#}"),
+                reason,
             }
         })?;
         let loaded = Arc::new(loaded);
@@ -253,6 +267,18 @@ impl Registry {
     }
 }
 
+/// A model name as the API accepts it: 1 to 128 of `[A-Za-z0-9._-]`, not `.` or
+/// `..`. Anything else (a `/`, a `%2F` decoded by the router) is refused before
+/// it is joined onto a path.
+pub fn valid_model_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Version folders of a model (those holding a `model.json`), oldest first:
 /// numeric versions by value, after any non-numeric ones in name order.
 fn latest_versions(model_dir: &Path) -> Vec<String> {
@@ -266,4 +292,30 @@ fn latest_versions(model_dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     versions.sort_by_key(|v| (v.parse::<u64>().ok(), v.clone()));
     versions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_model_name;
+
+    #[test]
+    fn model_names_are_plain_folder_names() {
+        for ok in ["lidc-malignancy", "cifar10-cnn", "m_1.2"] {
+            assert!(valid_model_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "/tmp/x",
+            "a/b",
+            "a\\b",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_model_name(bad), "{bad}");
+        }
+    }
 }

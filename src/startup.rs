@@ -1,7 +1,10 @@
 //! Building and running the server: `Application::build(settings)` binds its own
 //! listener (port 0 works, for tests), starts loading models in the background
 //! (readiness flips when the default model serves), and listens for SIGHUP to
-//! reload. actix handles SIGTERM/SIGINT: stop accepting, finish in-flight, exit.
+//! reload. actix handles SIGTERM/SIGINT: stop accepting, finish in-flight. Then
+//! the lifecycle's cancellation token stops every background loop (webhook
+//! delivery, queue maintenance, SIGHUP), each of which selects on it, and
+//! `run_until_stopped` waits for them before it returns.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -19,13 +22,19 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::model::device;
 use crate::registry::Registry;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Clock, Store, StoreOptions, Subscription};
+use crate::triage::TriageCore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub struct Application {
     port: u16,
     server: Server,
     registry: Arc<Registry>,
     metrics: Metrics,
+    /// Cancelled when the HTTP server has stopped: every background loop ends.
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -44,8 +53,13 @@ impl Application {
                         .webhooks
                         .targets
                         .iter()
-                        .map(|t| t.url.clone())
+                        .map(|t| Subscription {
+                            url: t.url.clone(),
+                            events: t.events.clone(),
+                        })
                         .collect(),
+                    write_timeout: Duration::from_millis(settings.store.write_timeout_ms),
+                    clock: Clock::Database,
                 },
             )
             .await
@@ -77,21 +91,38 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let shutdown = settings.server.shutdown_timeout_seconds;
-        tokio::spawn(crate::webhooks::deliver_forever(
-            store.clone(),
-            settings.webhooks.targets.clone(),
-            Duration::from_secs(settings.webhooks.max_backoff_seconds),
-            metrics.clone(),
-        ));
-        tokio::spawn(maintain_queue(
-            store.clone(),
-            metrics.clone(),
-            Duration::from_secs(settings.store.rescue_interval_seconds),
-        ));
+        let shutdown_timeout = settings.server.shutdown_timeout_seconds;
+        let shutdown = CancellationToken::new();
+        let background = vec![
+            tokio::spawn(crate::webhooks::deliver_until(
+                store.clone(),
+                settings.webhooks.targets.clone(),
+                Duration::from_secs(settings.webhooks.max_backoff_seconds),
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(maintain_queue(
+                store.clone(),
+                metrics.clone(),
+                Duration::from_secs(settings.store.rescue_interval_seconds),
+                shutdown.clone(),
+            )),
+            spawn_sighup_reload(registry.clone(), shutdown.clone()),
+        ];
+        let decoders = match settings.server.image_decoders {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             metrics: metrics.clone(),
+            triage: TriageCore::new(
+                store.clone(),
+                metrics.clone(),
+                settings.batch.request_timeout(),
+                settings.server.max_instances,
+            ),
+            images: api::image_input::ImageBudget::new(decoders, settings.server.max_image_pixels),
             settings: Arc::new(settings),
             auth,
             store,
@@ -105,19 +136,20 @@ impl Application {
         })
         .listen(listener)?
         .workers(workers)
-        .shutdown_timeout(shutdown)
+        .shutdown_timeout(shutdown_timeout)
         .run();
 
         let loader = registry.clone();
         tokio::task::spawn_blocking(move || {
             loader.load_all();
         });
-        spawn_sighup_reload(registry.clone());
         Ok(Application {
             port,
             server,
             registry,
             metrics,
+            shutdown,
+            background,
         })
     }
 
@@ -138,14 +170,28 @@ impl Application {
         self.server.handle()
     }
 
+    /// Runs until the server is stopped (SIGTERM, SIGINT or the handle), then
+    /// stops the background loops and waits for them.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.shutdown.cancel();
+        for task in self.background {
+            // A loop that does not stop within a few seconds is abandoned.
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        result
     }
 }
 
-/// Rescues expired leases and refreshes the queue gauges, every `interval`.
-async fn maintain_queue(store: Arc<Store>, metrics: Metrics, interval: Duration) {
-    loop {
+/// Rescues expired leases and refreshes the queue gauges, every `interval`,
+/// until `shutdown`.
+async fn maintain_queue(
+    store: Arc<Store>,
+    metrics: Metrics,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
         match store.rescue_expired().await {
             Ok(n) if n > 0 => {
                 metrics.review_lease_expiries.inc_by(n);
@@ -162,27 +208,37 @@ async fn maintain_queue(store: Arc<Store>, metrics: Metrics, interval: Duration)
                 .review_oldest_pending
                 .set(stats.oldest_pending_seconds.unwrap_or(0.0));
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
 }
 
+/// Reloads every model on SIGHUP, until `shutdown`.
 #[cfg(unix)]
-fn spawn_sighup_reload(registry: Arc<Registry>) {
+fn spawn_sighup_reload(registry: Arc<Registry>, shutdown: CancellationToken) -> JoinHandle<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload through the admin API");
-        return;
-    };
     tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the admin API");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                got = hangups.recv() => if got.is_none() { break },
+            }
             tracing::info!("SIGHUP: reloading every model");
             let r = registry.clone();
             let _ = tokio::task::spawn_blocking(move || r.reload_all()).await;
             // Coalesce a burst of signals into one reload.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    });
+    })
 }
 
 #[cfg(not(unix))]
-fn spawn_sighup_reload(_registry: Arc<Registry>) {}
+fn spawn_sighup_reload(_registry: Arc<Registry>, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move { shutdown.cancelled().await })
+}

@@ -1,13 +1,17 @@
 //! Webhook delivery for labeling tools and worklists: events wait in the store's
 //! outbox (written in the same transaction as the change they announce) and a
-//! background loop POSTs them, signed with HMAC-SHA256, retrying with exponential
-//! backoff — delivered at least once, across restarts and daemons.
+//! background loop POSTs them, signed with HMAC-SHA256 over a timestamp and the
+//! body (`X-Triaged-Signature: t=<unix seconds>,v1=<hex>`, the MAC of
+//! `"<t>.<body>"`: a receiver that rejects old timestamps cannot be fed a
+//! captured delivery again), retrying with exponential backoff — delivered at
+//! least once, across restarts and daemons, until the lifecycle stops the loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhookTarget;
 use crate::metrics::Metrics;
@@ -18,20 +22,30 @@ const POLL: Duration = Duration::from_millis(250);
 /// How long a claimed event is held by this daemon while it delivers.
 const HOLD_MS: i64 = 30_000;
 
-/// `sha256=<hex>` of the body under the target's secret: receivers recompute it.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// Hex HMAC-SHA256 of `message` under `secret`.
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
 }
 
-/// Delivers events until the process ends.
-pub async fn deliver_forever(
+/// The `X-Triaged-Signature` value for `body` sent at `timestamp` (unix
+/// seconds): `t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+/// Receivers recompute it and refuse timestamps older than a few minutes.
+pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    format!("t={timestamp},v1={}", hmac_hex(secret, &message))
+}
+
+/// Delivers events until `shutdown` is cancelled.
+pub async fn deliver_until(
     store: Arc<Store>,
     targets: Vec<WebhookTarget>,
     max_backoff: Duration,
     metrics: Metrics,
+    shutdown: CancellationToken,
 ) {
     if targets.is_empty() {
         return;
@@ -46,7 +60,7 @@ pub async fn deliver_forever(
             return;
         }
     };
-    loop {
+    while !shutdown.is_cancelled() {
         match store.due_events(32, HOLD_MS).await {
             Ok(events) if !events.is_empty() => {
                 for ev in events {
@@ -61,14 +75,16 @@ pub async fn deliver_forever(
                         let _ = store.event_delivered(ev.id).await;
                         continue;
                     }
+                    let timestamp = chrono::Utc::now().timestamp();
                     let result = client
                         .post(&target.url)
                         .header("content-type", "application/json")
                         .header("x-triaged-event", &ev.event)
                         .header("x-triaged-delivery", ev.id.to_string())
+                        .header("x-triaged-timestamp", timestamp.to_string())
                         .header(
                             "x-triaged-signature",
-                            signature(&target.secret, ev.payload.as_bytes()),
+                            signature(&target.secret, timestamp, ev.payload.as_bytes()),
                         )
                         .body(ev.payload.clone())
                         .send()
@@ -101,24 +117,44 @@ pub async fn deliver_forever(
                     }
                 }
             }
-            Ok(_) => tokio::time::sleep(POLL).await,
+            Ok(_) => pause(POLL, &shutdown).await,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the webhook outbox failed");
-                tokio::time::sleep(POLL * 4).await;
+                pause(POLL * 4, &shutdown).await;
             }
         }
+    }
+}
+
+/// Sleeps for `d`, or less when `shutdown` comes first.
+async fn pause(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn signature_is_hmac_sha256_hex() {
+    fn hmac_is_sha256_hex() {
         // RFC 4231 test case 2.
-        let s = super::signature("Jefe", b"what do ya want for nothing?");
         assert_eq!(
-            s,
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            super::hmac_hex("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn webhook_signatures_carry_their_timestamp() {
+        let a = super::signature("s", 1_700_000_000, b"{}");
+        assert!(a.starts_with("t=1700000000,v1="), "{a}");
+        assert_eq!(a, super::signature("s", 1_700_000_000, b"{}"));
+        // The same body later signs differently: an old capture does not verify.
+        assert_ne!(a, super::signature("s", 1_700_000_301, b"{}"));
+        assert_eq!(
+            a.split_once(",v1=").unwrap().1,
+            super::hmac_hex("s", b"1700000000.{}")
         );
     }
 }

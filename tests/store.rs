@@ -7,19 +7,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use triaged::store::{NewCase, Recorded, Store, StoreError, StoreOptions};
+use triaged::store::{
+    CaseStatus, Clock, IdempotencyKey, NewCase, Recorded, Store, StoreError, StoreOptions,
+    Subscription,
+};
 
 async fn open(db: &TestDb, lease: Duration, targets: Vec<String>) -> Store {
+    open_with(db, lease, targets, Clock::Database).await
+}
+
+async fn open_with(db: &TestDb, lease: Duration, targets: Vec<String>, clock: Clock) -> Store {
     Store::connect(
         db.url(),
         StoreOptions {
             lease,
             max_lease_failures: 2,
-            webhook_targets: targets,
+            webhook_targets: targets
+                .into_iter()
+                .map(|url| Subscription {
+                    url,
+                    events: vec!["case.created".into(), "case.resolved".into()],
+                })
+                .collect(),
+            write_timeout: Duration::from_secs(5),
+            clock,
         },
     )
     .await
     .expect("connect store")
+}
+
+fn key(subject: &str, model: &str, request_id: &str, body: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        subject: subject.into(),
+        model: model.into(),
+        protocol: "v1",
+        request_id: request_id.into(),
+        body_sha256: body.into(),
+    }
 }
 
 fn new_case(i: usize, reviewers: u32, priority: f64) -> NewCase {
@@ -47,7 +72,7 @@ fn new_case(i: usize, reviewers: u32, priority: f64) -> NewCase {
 
 async fn put(store: &Store, cases: Vec<NewCase>) {
     assert_eq!(
-        store.record(None, "m", cases, "{}".into()).await.unwrap(),
+        store.record(None, cases, "{}".into()).await.unwrap(),
         Recorded::New
     );
 }
@@ -76,20 +101,24 @@ async fn lifecycle(db: &TestDb) {
     let case = new_case(1, 2, 0.5);
     let id = case.id.clone();
     put(&store, vec![case]).await;
-    let a = store.claim("dr-a").await.unwrap().expect("a case for dr-a");
+    let a = store
+        .claim("dr-a", "reviewer")
+        .await
+        .unwrap()
+        .expect("a case for dr-a");
     assert_eq!(a.case.id, id);
     assert!(
-        store.claim("dr-a").await.unwrap().is_none(),
+        store.claim("dr-a", "reviewer").await.unwrap().is_none(),
         "a reviewer never holds a case twice"
     );
     let b = store
-        .claim("dr-b")
+        .claim("dr-b", "reviewer")
         .await
         .unwrap()
         .expect("the second reviewer gets it too");
     assert_eq!(b.case.id, id);
     assert!(
-        store.claim("dr-c").await.unwrap().is_none(),
+        store.claim("dr-c", "reviewer").await.unwrap().is_none(),
         "two reviewers needed, two holding it"
     );
     assert!(matches!(
@@ -101,10 +130,10 @@ async fn lifecycle(db: &TestDb) {
         vec![1.0, 1.5]
     );
 
-    let o = store.label(&id, "dr-a", 1).await.unwrap();
+    let o = store.label(&id, ("dr-a", "reviewer"), 1).await.unwrap();
     assert_eq!((o.labels, o.status.as_str()), (1, "pending"));
-    let o = store.label(&id, "dr-b", 0).await.unwrap();
-    assert_eq!(o.status, "resolved");
+    let o = store.label(&id, ("dr-b", "reviewer"), 0).await.unwrap();
+    assert_eq!(o.status, CaseStatus::Resolved);
     assert_eq!(o.consensus, Some(0), "ties go to the lower class");
     assert_eq!(o.disagreement, Some(1.0));
     let r = o.resolution.expect("resolution reported");
@@ -130,8 +159,12 @@ async fn image_cases_export_as_an_image_data_set(db: &TestDb) {
     case.input = (0..2 * 2 * 3).map(|v| (v * 20) as f32).collect();
     let id = case.id.clone();
     put(&store, vec![case]).await;
-    store.claim("dr-a").await.unwrap().expect("a case");
-    store.label(&id, "dr-a", 1).await.unwrap();
+    store
+        .claim("dr-a", "reviewer")
+        .await
+        .unwrap()
+        .expect("a case");
+    store.label(&id, ("dr-a", "reviewer"), 1).await.unwrap();
     let data = store.export("m", Some((2, 2, 3))).await.unwrap();
     assert_eq!(data.len(), 1);
     assert_eq!(data.counts(0), [0, 1]);
@@ -152,36 +185,36 @@ async fn labels_are_idempotent_and_need_a_lease(db: &TestDb) {
     put(&store, vec![case]).await;
     assert!(
         matches!(
-            store.label(&id, "dr-a", 1).await,
+            store.label(&id, ("dr-a", "reviewer"), 1).await,
             Err(StoreError::Forbidden(_))
         ),
         "no claim, no label"
     );
-    store.claim("dr-a").await.unwrap().unwrap();
+    store.claim("dr-a", "reviewer").await.unwrap().unwrap();
     assert!(matches!(
-        store.label(&id, "dr-a", 7).await,
+        store.label(&id, ("dr-a", "reviewer"), 7).await,
         Err(StoreError::Invalid(_))
     ));
     // Disagrees with the model (class 1): one more reviewer is needed.
-    let o = store.label(&id, "dr-a", 0).await.unwrap();
+    let o = store.label(&id, ("dr-a", "reviewer"), 0).await.unwrap();
     assert!(o.escalated);
     assert_eq!((o.reviewers_needed, o.status.as_str()), (2, "pending"));
-    let again = store.label(&id, "dr-a", 0).await.unwrap();
+    let again = store.label(&id, ("dr-a", "reviewer"), 0).await.unwrap();
     assert!(again.repeated);
     assert_eq!(again.labels, 1);
     assert!(matches!(
-        store.label(&id, "dr-a", 1).await,
+        store.label(&id, ("dr-a", "reviewer"), 1).await,
         Err(StoreError::Conflict(_))
     ));
-    store.claim("dr-b").await.unwrap().unwrap();
-    let o = store.label(&id, "dr-b", 0).await.unwrap();
+    store.claim("dr-b", "reviewer").await.unwrap().unwrap();
+    let o = store.label(&id, ("dr-b", "reviewer"), 0).await.unwrap();
     assert_eq!(
         (o.status.as_str(), o.consensus, o.disagreement),
         ("resolved", Some(0), Some(0.0))
     );
     assert!(
         matches!(
-            store.label(&id, "dr-c", 0).await,
+            store.label(&id, ("dr-c", "reviewer"), 0).await,
             Err(StoreError::Conflict(_))
         ),
         "resolved cases take no labels"
@@ -197,7 +230,11 @@ async fn request_ids_never_make_a_second_case(db: &TestDb) {
         tasks.push(tokio::spawn(async move {
             let case = new_case(100 + t, 1, 0.5);
             store
-                .record(Some("req-1".into()), "m", vec![case], format!("answer {t}"))
+                .record(
+                    Some(key("client-a", "m", "req-1", "h1")),
+                    vec![case],
+                    format!("answer {t}"),
+                )
                 .await
                 .unwrap()
         }));
@@ -216,7 +253,11 @@ async fn request_ids_never_make_a_second_case(db: &TestDb) {
     assert_eq!(existing.len(), 1, "every repeat gets the same first answer");
     assert_eq!(store.list_cases(None, None, 100, 0).await.unwrap().len(), 1);
     assert_eq!(
-        store.find_response("req-1").await.unwrap().unwrap(),
+        store
+            .find_response(&key("client-a", "m", "req-1", "h1"))
+            .await
+            .unwrap()
+            .unwrap(),
         *existing.iter().next().unwrap()
     );
 }
@@ -241,7 +282,7 @@ async fn concurrent_claimers_get_distinct_reviewers(db: &TestDb) {
             // No case for me *now* (others hold the rest) is not the end of the
             // work: stop once nothing is pending.
             for _ in 0..5000 {
-                match store.claim(&me).await.unwrap() {
+                match store.claim(&me, "reviewer").await.unwrap() {
                     Some(claim) => {
                         assert!(
                             !done.contains(&claim.case.id),
@@ -249,7 +290,7 @@ async fn concurrent_claimers_get_distinct_reviewers(db: &TestDb) {
                             claim.case.id
                         );
                         store
-                            .label(&claim.case.id, &me, (r % 2) as i64)
+                            .label(&claim.case.id, (&me, "reviewer"), (r % 2) as i64)
                             .await
                             .unwrap();
                         done.push(claim.case.id);
@@ -284,42 +325,54 @@ both_backends!(
 );
 
 async fn expired_leases_are_rescued_then_dead_lettered(db: &TestDb) {
-    let store = open(db, common::short_lease(), vec![]).await;
+    // A manual clock: leases expire when the test says so, not after a sleep.
+    let clock = Clock::manual(1_700_000_000_000);
+    let lease = Duration::from_secs(60);
+    let store = open_with(db, lease, vec![], clock.clone()).await;
     let case = new_case(3, 1, 0.5);
     let id = case.id.clone();
     put(&store, vec![case]).await;
-    store.claim("dr-a").await.unwrap().unwrap();
-    assert!(store.claim("dr-b").await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    store.claim("dr-a", "reviewer").await.unwrap().unwrap();
+    assert!(store.claim("dr-b", "reviewer").await.unwrap().is_none());
+    clock.advance(lease + Duration::from_millis(1));
     assert!(
-        store.renew(&id, "dr-a").await.is_err(),
+        store.renew(&id, "dr-a", "reviewer").await.is_err(),
         "an expired lease cannot be renewed"
     );
     assert_eq!(store.rescue_expired().await.unwrap(), 1);
     let b = store
-        .claim("dr-b")
+        .claim("dr-b", "reviewer")
         .await
         .unwrap()
         .expect("rescued case is claimable");
     assert_eq!(b.case.lease_failures, 1);
-    let renewed = store.renew(&id, "dr-b").await.unwrap();
+    let renewed = store.renew(&id, "dr-b", "reviewer").await.unwrap();
     assert!(renewed.expires_at > b.lease.expires_at - 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(lease + Duration::from_millis(1));
     assert_eq!(store.rescue_expired().await.unwrap(), 1);
     assert_eq!(
         store.case(&id).await.unwrap().status,
-        "dead_letter",
+        CaseStatus::DeadLetter,
         "two expiries: dead letter"
     );
-    assert!(store.claim("dr-c").await.unwrap().is_none());
+    assert!(store.claim("dr-c", "reviewer").await.unwrap().is_none());
     // release
     let c2 = new_case(4, 1, 0.5);
     let id2 = c2.id.clone();
     put(&store, vec![c2]).await;
-    store.claim("dr-a").await.unwrap().unwrap();
-    store.release(&id2, "dr-a").await.unwrap();
-    assert!(store.release(&id2, "dr-a").await.is_err());
-    assert_eq!(store.claim("dr-b").await.unwrap().unwrap().case.id, id2);
+    store.claim("dr-a", "reviewer").await.unwrap().unwrap();
+    store.release(&id2, "dr-a", "reviewer").await.unwrap();
+    assert!(store.release(&id2, "dr-a", "reviewer").await.is_err());
+    assert_eq!(
+        store
+            .claim("dr-b", "reviewer")
+            .await
+            .unwrap()
+            .unwrap()
+            .case
+            .id,
+        id2
+    );
 }
 both_backends!(
     lease_expiry_and_rescue,
@@ -337,9 +390,9 @@ async fn claims_follow_priority_then_age(db: &TestDb) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     put(&store, vec![later_low.clone()]).await;
     let order: Vec<String> = [
-        store.claim("a").await.unwrap(),
-        store.claim("b").await.unwrap(),
-        store.claim("c").await.unwrap(),
+        store.claim("a", "reviewer").await.unwrap(),
+        store.claim("b", "reviewer").await.unwrap(),
+        store.claim("c", "reviewer").await.unwrap(),
     ]
     .into_iter()
     .map(|c| c.unwrap().case.id)
@@ -353,13 +406,13 @@ async fn audit_log_is_append_only(db: &TestDb) {
     let case = new_case(5, 1, 0.5);
     let id = case.id.clone();
     put(&store, vec![case]).await;
-    store.claim("dr-a").await.unwrap().unwrap();
-    store.label(&id, "dr-a", 1).await.unwrap();
+    store.claim("dr-a", "reviewer").await.unwrap().unwrap();
+    store.label(&id, ("dr-a", "reviewer"), 1).await.unwrap();
     store
         .audit("admin-1", "admin", "case.read", Some(&id), "")
         .await
         .unwrap();
-    let entries = store.audit_entries(Some(&id), 100).await.unwrap();
+    let entries = store.audit_entries(Some(&id), 0, 100).await.unwrap();
     let actions: Vec<(&str, &str)> = entries
         .iter()
         .map(|e| (e.actor.as_str(), e.action.as_str()))
@@ -392,7 +445,10 @@ async fn audit_log_is_append_only(db: &TestDb) {
             .is_err(),
         "DELETE must fail"
     );
-    assert_eq!(store.audit_entries(Some(&id), 100).await.unwrap().len(), 3);
+    assert_eq!(
+        store.audit_entries(Some(&id), 0, 100).await.unwrap().len(),
+        3
+    );
 }
 both_backends!(append_only_audit, audit_log_is_append_only);
 
@@ -426,4 +482,173 @@ async fn webhook_events_wait_in_the_outbox_until_delivered(db: &TestDb) {
 both_backends!(
     webhook_outbox,
     webhook_events_wait_in_the_outbox_until_delivered
+);
+
+async fn finding_2_request_ids_are_scoped_per_caller_and_model(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let a = key("clinic-a", "m", "order-1", "h");
+    let rec = |k: IdempotencyKey, answer: &str| {
+        let case = new_case(200, 1, 0.5);
+        let store = &store;
+        let answer = answer.to_string();
+        async move { store.record(Some(k), vec![case], answer).await.unwrap() }
+    };
+    assert_eq!(rec(a.clone(), "answer for clinic-a").await, Recorded::New);
+    // Another caller, same request id: its own request, never clinic-a's answer.
+    let b = key("clinic-b", "m", "order-1", "h");
+    assert_eq!(store.find_response(&b).await.unwrap(), None);
+    assert_eq!(rec(b.clone(), "answer for clinic-b").await, Recorded::New);
+    // The same caller and id on another model: also a new request.
+    let other_model = key("clinic-a", "m2", "order-1", "h");
+    assert_eq!(rec(other_model, "answer for m2").await, Recorded::New);
+    assert_eq!(
+        store.find_response(&a).await.unwrap().as_deref(),
+        Some("answer for clinic-a")
+    );
+    assert_eq!(
+        store.find_response(&b).await.unwrap().as_deref(),
+        Some("answer for clinic-b")
+    );
+    assert_eq!(store.list_cases(None, None, 100, 0).await.unwrap().len(), 3);
+}
+both_backends!(
+    finding_2_request_id_scope,
+    finding_2_request_ids_are_scoped_per_caller_and_model
+);
+
+async fn finding_3_a_replay_with_another_body_is_refused(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let first = key("clinic-a", "m", "order-9", "body-1");
+    store
+        .record(
+            Some(first.clone()),
+            vec![new_case(300, 1, 0.5)],
+            "first".into(),
+        )
+        .await
+        .unwrap();
+    let changed = key("clinic-a", "m", "order-9", "body-2");
+    assert!(matches!(
+        store.find_response(&changed).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Also when the replay races into the writer: refused, and no new case.
+    assert!(matches!(
+        store
+            .record(Some(changed), vec![new_case(301, 1, 0.5)], "second".into())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .record(Some(first), vec![new_case(302, 1, 0.5)], "again".into())
+            .await
+            .unwrap(),
+        Recorded::Existing("first".into())
+    );
+    assert_eq!(store.list_cases(None, None, 100, 0).await.unwrap().len(), 1);
+}
+both_backends!(
+    finding_3_replay_body,
+    finding_3_a_replay_with_another_body_is_refused
+);
+
+async fn finding_10_audit_log_pages_by_cursor_and_records_the_acting_role(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let case = new_case(400, 1, 0.5);
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    store.claim("root", "admin").await.unwrap().unwrap();
+    for i in 0..5 {
+        store
+            .audit(
+                "root",
+                "admin",
+                "case.read",
+                Some(&id),
+                &format!("read {i}"),
+            )
+            .await
+            .unwrap();
+    }
+    let first = store.audit_entries(Some(&id), 0, 4).await.unwrap();
+    assert_eq!(first.len(), 4);
+    assert_eq!(
+        (first[0].action.as_str(), first[0].role.as_str()),
+        ("case.claim", "admin"),
+        "an admin's claim is logged as the admin's"
+    );
+    let next = store
+        .audit_entries(Some(&id), first[3].id, 4)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 2, "the cursor continues where the page ended");
+    assert!(next.iter().all(|e| e.id > first[3].id));
+}
+both_backends!(
+    finding_10_audit_cursor,
+    finding_10_audit_log_pages_by_cursor_and_records_the_acting_role
+);
+
+async fn expired_leases_are_counted_once_by_concurrent_rescuers(db: &TestDb) {
+    let clock = Clock::manual(1_700_000_000_000);
+    let lease = Duration::from_secs(60);
+    let a = Arc::new(open_with(db, lease, vec![], clock.clone()).await);
+    let b = Arc::new(open_with(db, lease, vec![], clock.clone()).await);
+    let cases: Vec<NewCase> = (0..20).map(|i| new_case(500 + i, 1, 0.5)).collect();
+    put(&a, cases).await;
+    for i in 0..20 {
+        a.claim(&format!("dr-{i}"), "reviewer")
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    clock.advance(lease + Duration::from_millis(1));
+    let (x, y) = tokio::join!(a.rescue_expired(), b.rescue_expired());
+    assert_eq!(
+        x.unwrap() + y.unwrap(),
+        20,
+        "each expiry counted exactly once"
+    );
+    let failures: i64 = a
+        .list_cases(None, None, 100, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.lease_failures)
+        .sum();
+    assert_eq!(failures, 20);
+}
+both_backends!(
+    rescue_counts_once,
+    expired_leases_are_counted_once_by_concurrent_rescuers
+);
+
+async fn events_are_queued_only_for_subscribed_targets(db: &TestDb) {
+    let store = Store::connect(
+        db.url(),
+        StoreOptions {
+            webhook_targets: vec![
+                Subscription {
+                    url: "http://created-only".into(),
+                    events: vec!["case.created".into()],
+                },
+                Subscription {
+                    url: "http://resolved-only".into(),
+                    events: vec!["case.resolved".into()],
+                },
+            ],
+            ..StoreOptions::with_lease(Duration::from_secs(60))
+        },
+    )
+    .await
+    .unwrap();
+    put(&store, vec![new_case(600, 1, 0.5)]).await;
+    let due = store.due_events(10, 10_000).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].target, "http://created-only");
+}
+both_backends!(
+    webhook_subscriptions,
+    events_are_queued_only_for_subscribed_targets
 );

@@ -2,11 +2,124 @@
 //! BYTES tensor of encoded images or a UINT8 `[B,H,W,C]` pixel tensor. Everything
 //! becomes the predictor's rows (NHWC pixel values 0–255 as f32) here, so the
 //! handlers and the batcher never see an unchecked image.
+//!
+//! Decoding has a budget ([`ImageBudget`]): the pixels a request's images
+//! declare are summed from their headers before anything is decoded and refused
+//! past a per-request limit; decodes run on the blocking pool, at most a fixed
+//! number at once, each under the decoder's memory limit; and waiting for a
+//! decode slot or decoding counts against the request's deadline.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::web;
 use base64::Engine;
+use tokio::sync::Semaphore;
 
 use super::problem::ApiError;
-use crate::data::images::{decode_rgb, CHANNELS};
+use crate::data::images::{decode_rgb, dimensions, CHANNELS};
+
+/// One encoded image of a request, named for its errors.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// Base64 text (a `/v1` instance, a JSON BYTES element).
+    Base64 { what: String, text: String },
+    /// Raw bytes (a binary BYTES element).
+    Bytes { what: String, bytes: Vec<u8> },
+}
+
+impl ImageSource {
+    fn into_bytes(self) -> Result<(String, Vec<u8>), ApiError> {
+        match self {
+            ImageSource::Base64 { what, text } => {
+                let bytes = decode_base64(&text, &what)?;
+                Ok((what, bytes))
+            }
+            ImageSource::Bytes { what, bytes } => Ok((what, bytes)),
+        }
+    }
+}
+
+/// The server-wide budget for decoding images (see the module doc).
+pub struct ImageBudget {
+    slots: Arc<Semaphore>,
+    max_pixels: u64,
+}
+
+impl ImageBudget {
+    /// `concurrent` decodes at once; `max_pixels` decoded pixels per request.
+    pub fn new(concurrent: usize, max_pixels: u64) -> ImageBudget {
+        ImageBudget {
+            slots: Arc::new(Semaphore::new(concurrent.max(1))),
+            max_pixels,
+        }
+    }
+
+    /// Decodes `images` into the model's rows within the budget and `deadline`.
+    pub async fn decode(
+        &self,
+        images: Vec<ImageSource>,
+        size: ImageSize,
+        deadline: Instant,
+    ) -> Result<Vec<f32>, ApiError> {
+        let max_pixels = self.max_pixels;
+        // Headers first: cheap, and a request over budget is refused before any
+        // pixel is decoded.
+        let encoded = blocking(move || {
+            let encoded = images
+                .into_iter()
+                .map(ImageSource::into_bytes)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut pixels = 0u64;
+            for (what, bytes) in &encoded {
+                if bytes.is_empty() {
+                    return Err(ApiError::Unprocessable(format!("{what} is empty")));
+                }
+                let (h, w) =
+                    dimensions(bytes).map_err(|e| ApiError::Unprocessable(format!("{what} {e}")))?;
+                pixels += u64::from(h) * u64::from(w);
+            }
+            if pixels > max_pixels {
+                return Err(ApiError::Unprocessable(format!(
+                    "the request's images hold {pixels} pixels; at most {max_pixels} are decoded per request: send fewer or smaller images"
+                )));
+            }
+            Ok(encoded)
+        })
+        .await?;
+        let slot = tokio::time::timeout_at(deadline.into(), self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::Unavailable(
+                    "every image decoder was busy until the request's deadline".into(),
+                )
+            })?
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        blocking(move || {
+            let _slot = slot;
+            let mut rows = Vec::with_capacity(encoded.len() * size.values());
+            for (what, bytes) in &encoded {
+                if Instant::now() >= deadline {
+                    return Err(ApiError::Unavailable(
+                        "the request's deadline passed while its images were decoded".into(),
+                    ));
+                }
+                push_encoded(bytes, size, what, &mut rows)?;
+            }
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+/// Runs CPU work on actix's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoding images: {e}")))?
+}
 
 /// An image model's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,9 @@
-//! The HTTP API (DESIGN §4, §8): one resource per file — native triage (`/v1`),
+//! The HTTP API (docs/api.md): one resource per file — native triage (`/v1`),
 //! models and admin, the Open Inference Protocol (`/v2`), operations (metrics,
 //! OpenAPI) — plus the middleware every route shares: request metrics, and a
 //! guarantee that every error leaves as `application/problem+json`.
 
+pub mod caller;
 pub mod image_input;
 pub mod models;
 pub mod oip;
@@ -33,6 +34,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: crate::auth::Auth,
     pub store: Arc<crate::store::Store>,
+    /// Replay, predict, decide, commit: shared by `/v1` and `/v2`.
+    pub triage: crate::triage::TriageCore,
+    /// The server-wide budget for decoding images.
+    pub images: image_input::ImageBudget,
 }
 
 /// Registers every route on an actix `App`.

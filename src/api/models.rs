@@ -5,10 +5,10 @@ use actix_web::{get, post, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::caller::{Admin, Reader};
 use super::problem::{ApiError, Problem};
 use super::triage::served_model;
 use super::AppState;
-use crate::auth::{Caller, Role};
 use crate::model::{Head, InputSchema};
 use crate::policy::audit::AuditStatus;
 use crate::policy::PolicyInfo;
@@ -63,9 +63,8 @@ fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
 #[get("/v1/models")]
 pub async fn list_models(
     state: web::Data<AppState>,
-    caller: Caller,
+    _caller: Reader,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client, Role::Reviewer])?;
     let models = state
         .registry
         .list()
@@ -87,10 +86,9 @@ pub async fn list_models(
 #[get("/v1/models/{model}")]
 pub async fn get_model(
     state: web::Data<AppState>,
-    caller: Caller,
+    _caller: Reader,
     model: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client, Role::Reviewer])?;
     let m = served_model(&state, &model)?;
     Ok(HttpResponse::Ok().json(describe(&state, &m)))
 }
@@ -110,10 +108,9 @@ pub async fn get_model(
 #[post("/v1/admin/models/{model}/reload")]
 pub async fn reload_model(
     state: web::Data<AppState>,
-    caller: Caller,
+    _caller: Admin,
     model: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
     let registry = state.registry.clone();
     let name = model.into_inner();
     // Loading reads files and runs candle: never on an actix worker.
@@ -122,18 +119,26 @@ pub async fn reload_model(
         .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?;
     match outcome {
         Ok(o) => Ok(HttpResponse::Ok().json(o)),
-        Err(e @ RegistryError::UnknownModel(_)) => Err(ApiError::NotFound(e.to_string())),
+        Err(e @ (RegistryError::UnknownModel(_) | RegistryError::BadName)) => {
+            Err(ApiError::NotFound(e.to_string()))
+        }
         Err(e @ RegistryError::Refused { .. }) => Err(ApiError::Conflict(e.to_string())),
     }
 }
 
+/// Most outcomes of each kind one audit report may carry.
+const MAX_AUDIT_REPORT: u64 = 1_000_000;
+
 /// Outcomes of audited automated cases, reported by a reviewer tool.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"correct": 40, "wrong": 2}))]
 pub struct AuditOutcomes {
-    /// Audited cases where the model's answer was right.
+    /// Audited cases where the model's answer was right (at most 1,000,000 per report).
+    #[schema(maximum = 1_000_000)]
     pub correct: u64,
-    /// Audited cases where the model's answer was wrong.
+    /// Audited cases where the model's answer was wrong (at most 1,000,000 per report).
+    #[schema(maximum = 1_000_000)]
     pub wrong: u64,
 }
 
@@ -152,16 +157,26 @@ pub struct AuditOutcomes {
 #[post("/v1/admin/models/{model}/audit")]
 pub async fn record_audit(
     state: web::Data<AppState>,
-    caller: Caller,
+    _caller: Admin,
     model: web::Path<String>,
     body: web::Json<AuditOutcomes>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
     let m = served_model(&state, &model)?;
-    if body.correct == 0 && body.wrong == 0 {
+    let (correct, wrong) = (body.correct, body.wrong);
+    if correct == 0 && wrong == 0 {
         return Err(ApiError::Unprocessable(
             "report at least one outcome".into(),
         ));
     }
-    Ok(HttpResponse::Ok().json(m.policy.record_audit(body.correct, body.wrong)))
+    if correct > MAX_AUDIT_REPORT || wrong > MAX_AUDIT_REPORT {
+        return Err(ApiError::Unprocessable(format!(
+            "at most {MAX_AUDIT_REPORT} outcomes of each kind per report"
+        )));
+    }
+    // The interval is recomputed once per report, off the async worker.
+    let status = web::block(move || m.policy.record_audit(correct, wrong))
+        .await
+        .map_err(|e| ApiError::Internal(format!("recording audits: {e}")))?
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(status))
 }

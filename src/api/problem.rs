@@ -203,10 +203,26 @@ impl From<crate::store::StoreError> for ApiError {
             S::Conflict(_) => ApiError::Conflict(e.to_string()),
             S::Forbidden(_) => ApiError::Forbidden(e.to_string()),
             S::Invalid(_) => ApiError::Unprocessable(e.to_string()),
-            S::Database(_) | S::Migrate(_) | S::WriterGone => {
+            S::Database(_) | S::Migrate(_) | S::Deadline(_) | S::Unavailable(_) | S::WriterGone => {
+                // The database's own text stays in the log: it can name tables,
+                // files and hosts. The client learns the kind of failure.
                 tracing::error!(error = %e, "store failure");
-                ApiError::Unavailable(format!("the review queue is unavailable: {e}"))
+                ApiError::Unavailable(format!(
+                    "the review queue is unavailable: {}; retry later",
+                    e.public_reason()
+                ))
             }
+        }
+    }
+}
+
+impl From<crate::triage::TriageError> for ApiError {
+    fn from(e: crate::triage::TriageError) -> Self {
+        use crate::triage::TriageError as T;
+        match e {
+            T::Invalid(_) | T::NonFinite { .. } => ApiError::Unprocessable(e.to_string()),
+            T::Infer(e) => e.into(),
+            T::Store(e) => e.into(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The review queue over HTTP (DESIGN §8): reviewers claim the next case under a
+//! The review queue over HTTP (docs/api.md): reviewers claim the next case under a
 //! lease, read it, label it, renew or release it; admins list cases, read queue
 //! stats, export resolved cases as a training dataset, compare the model with the
 //! reviewers, and read the audit log. Every access to a case is audited.
@@ -8,12 +8,14 @@ use image::ImageEncoder;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::caller::{Admin, Reviewer};
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::model::InputSchema;
-use crate::store::admin::{Agreement, AuditEntry, QueueStats};
-use crate::store::queue::{Case, Claim, LabelOutcome, Lease};
+use crate::store::{
+    Agreement, AuditEntry, Case, CaseStatus, Claim, LabelOutcome, Lease, QueueStats,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +43,11 @@ pub struct ModelQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AuditQuery {
     pub case_id: Option<String>,
+    /// Entries per page, 1 to 10,000 (default 1000).
     pub limit: Option<i64>,
+    /// A cursor: only entries after this id (the last `id` of the previous page).
+    /// A full page also says where the next starts, in a `Link: rel="next"` header.
+    pub after: Option<i64>,
 }
 
 /// Claim the next case: highest priority first, then oldest; 204 when there is
@@ -51,9 +57,12 @@ pub struct AuditQuery {
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/claim")]
-pub async fn claim(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Reviewer])?;
-    match state.store.claim(&caller.subject).await? {
+pub async fn claim(state: web::Data<AppState>, caller: Reviewer) -> Result<HttpResponse, ApiError> {
+    match state
+        .store
+        .claim(&caller.subject, caller.role.name())
+        .await?
+    {
         Some(c) => Ok(HttpResponse::Ok().json(c)),
         None => Ok(HttpResponse::NoContent().finish()),
     }
@@ -67,7 +76,7 @@ pub async fn claim(state: web::Data<AppState>, caller: Caller) -> Result<HttpRes
 #[get("/v1/reviews/{case_id}")]
 pub async fn get_case(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Reviewer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let case = readable_case(&state, &caller, &id).await?;
@@ -86,7 +95,7 @@ pub async fn get_case(
 #[get("/v1/reviews/{case_id}/image")]
 pub async fn case_image(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Reviewer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let case = readable_case(&state, &caller, &id).await?;
@@ -128,8 +137,7 @@ pub async fn case_image(
 
 /// The case, if the caller may read it: reviewers only the cases they claimed,
 /// admins any.
-async fn readable_case(state: &AppState, caller: &Caller, id: &str) -> Result<Case, ApiError> {
-    caller.require(&[Role::Reviewer])?;
+async fn readable_case(state: &AppState, caller: &Reviewer, id: &str) -> Result<Case, ApiError> {
     Ok(match caller.role {
         Role::Admin => state.store.case(id).await?,
         _ => state.store.case_for_reviewer(id, &caller.subject).await?,
@@ -159,12 +167,14 @@ fn served_image_size(state: &AppState, model: &str) -> Option<(usize, usize, usi
 #[post("/v1/reviews/{case_id}/labels")]
 pub async fn label(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Reviewer,
     id: web::Path<String>,
     body: web::Json<LabelRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Reviewer])?;
-    let outcome = state.store.label(&id, &caller.subject, body.label).await?;
+    let outcome = state
+        .store
+        .label(&id, (&caller.subject, caller.role.name()), body.label)
+        .await?;
     if outcome.repeated {
         // Recorded once; a retry changes nothing and says so.
         return Err(ApiError::Conflict(format!(
@@ -178,6 +188,9 @@ pub async fn label(
             .metrics
             .review_resolution
             .observe(r.latency_ms as f64 / 1000.0);
+        if let Some(d) = outcome.disagreement {
+            state.metrics.review_disagreement.observe(d);
+        }
         let agrees = if r.model_correct { "yes" } else { "no" };
         state
             .metrics
@@ -188,7 +201,9 @@ pub async fn label(
         if r.audit {
             if let Some(m) = state.registry.get(&r.model) {
                 let (right, wrong) = if r.model_correct { (1, 0) } else { (0, 1) };
-                m.policy.record_audit(right, wrong);
+                if let Err(e) = m.policy.record_audit(right, wrong) {
+                    tracing::warn!(model = %r.model, error = %e, "audit outcome not recorded");
+                }
             }
         }
     }
@@ -202,11 +217,15 @@ pub async fn label(
 #[post("/v1/reviews/{case_id}/renew")]
 pub async fn renew(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Reviewer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Reviewer])?;
-    Ok(HttpResponse::Ok().json(state.store.renew(&id, &caller.subject).await?))
+    Ok(HttpResponse::Ok().json(
+        state
+            .store
+            .renew(&id, &caller.subject, caller.role.name())
+            .await?,
+    ))
 }
 
 /// Give a claimed case back to the queue.
@@ -216,11 +235,13 @@ pub async fn renew(
 #[post("/v1/reviews/{case_id}/release")]
 pub async fn release(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Reviewer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Reviewer])?;
-    state.store.release(&id, &caller.subject).await?;
+    state
+        .store
+        .release(&id, &caller.subject, caller.role.name())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -230,24 +251,23 @@ pub async fn release(
 #[get("/v1/reviews")]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Admin,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) || q.offset.unwrap_or(0) < 0 {
         return Err(ApiError::Unprocessable(
             "limit must be in 1..=1000 and offset >= 0".into(),
         ));
     }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<CaseStatus>)
+        .transpose()?;
     let cases = state
         .store
-        .list_cases(
-            q.status.as_deref(),
-            q.model.as_deref(),
-            limit,
-            q.offset.unwrap_or(0),
-        )
+        .list_cases(status, q.model.as_deref(), limit, q.offset.unwrap_or(0))
         .await?;
     let detail = format!(
         "status={:?} model={:?} n={}",
@@ -262,12 +282,11 @@ pub async fn list(
 /// Queue depth by status and the oldest pending case's age (admin).
 #[utoipa::path(get, path = "/v1/reviews/stats", tag = "reviews", responses((status = 200, body = QueueStats)))]
 #[get("/v1/reviews/stats")]
-pub async fn stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+pub async fn stats(state: web::Data<AppState>, _caller: Admin) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.store.stats().await?))
 }
 
-/// Resolved cases of a model as a dataset file (safetensors, DESIGN §3) that
+/// Resolved cases of a model as a dataset file (safetensors, docs/formats.md) that
 /// `triaged train --data` reads (admin).
 #[utoipa::path(get, path = "/v1/reviews/export", tag = "reviews", params(ModelQuery),
     responses((status = 200, description = "Dataset (safetensors)", content_type = "application/octet-stream"),
@@ -275,10 +294,9 @@ pub async fn stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpRes
 #[get("/v1/reviews/export")]
 pub async fn export(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Admin,
     q: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
     let model = model_or_default(&state, &q);
     // Image cases store pixels; the served model says their size.
     let image = served_image_size(&state, &model);
@@ -303,10 +321,9 @@ pub async fn export(
 #[get("/v1/reviews/agreement")]
 pub async fn agreement(
     state: web::Data<AppState>,
-    caller: Caller,
+    _caller: Admin,
     q: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
     let model = model_or_default(&state, &q);
     Ok(HttpResponse::Ok().json(state.store.agreement(&model).await?))
 }
@@ -317,17 +334,39 @@ pub async fn agreement(
 #[get("/v1/audit")]
 pub async fn audit_log(
     state: web::Data<AppState>,
-    caller: Caller,
+    _caller: Admin,
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    Ok(HttpResponse::Ok().json(
-        state
-            .store
-            .audit_entries(q.case_id.as_deref(), limit)
-            .await?,
-    ))
+    let after = q.after.unwrap_or(0).max(0);
+    let entries = state
+        .store
+        .audit_entries(q.case_id.as_deref(), after, limit)
+        .await?;
+    let mut resp = HttpResponse::Ok();
+    if entries.len() as i64 == limit {
+        if let Some(last) = entries.last() {
+            let mut next = format!("/v1/audit?limit={limit}&after={}", last.id);
+            if let Some(c) = &q.case_id {
+                next.push_str("&case_id=");
+                next.push_str(&percent_encode(c));
+            }
+            resp.insert_header(("Link", format!("<{next}>; rel=\"next\"")));
+        }
+    }
+    Ok(resp.json(entries))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn model_or_default(state: &AppState, q: &ModelQuery) -> String {

@@ -1,45 +1,49 @@
 //! The native triage resource: `POST /v1/models/{model}/triage` and
 //! `POST /v1/triage` (the default model). Parses instances at the boundary into
-//! feature rows, runs them through the model's batcher, applies the policy.
+//! model rows and renders the answer; the triage core (`crate::triage`) does the
+//! rest — replay, predict, decide, commit.
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use actix_web::{post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::image_input::{decode_base64, push_encoded, ImageSize};
+use super::caller::Client;
+use super::image_input::{ImageSize, ImageSource};
 use super::problem::{ApiError, Problem};
 use super::AppState;
-use crate::auth::{Caller, Role};
-use crate::model::{InputSchema, Prediction};
-use crate::policy::{Decision, Route};
-use crate::registry::LoadedModel;
-use crate::store::{NewCase, Recorded};
+use crate::model::InputSchema;
+use crate::policy::Decision;
+use crate::registry::{LoadedModel, RegistryError};
+use crate::triage::{TriageCore, TriageRequest as CoreRequest, Triaged, Uncertainty};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"request_id": "order-1", "instances": [{"id": "nodule-1", "features": [2193.25, 22.61, 5.5, 234.6, 110.2, 3.0, 0.65, 1]}]}))]
 pub struct TriageRequest {
     /// Cases to triage (at least 1, at most `server.max_instances`).
     pub instances: Vec<Instance>,
-    /// Client's idempotency key, echoed back.
+    /// Client's idempotency key (1 to 200 characters), echoed back. Scoped to the
+    /// caller and the model: the same key with the same body returns the first
+    /// answer unchanged; with another body it is refused (409).
     #[serde(default)]
     pub request_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
     /// Client's id for the case, echoed back.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Feature values: an array in the model's order, or an object `{name: value}`
     /// naming every feature exactly once.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub features: Option<serde_json::Value>,
     /// Base64 PNG or JPEG, for image models.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
 
@@ -85,26 +89,13 @@ pub struct PredictionOut {
     pub probabilities: Vec<f32>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Uncertainty {
-    /// Predicted probability that two human experts disagree (DUP head).
-    pub disagreement: f32,
-    /// Predicted error of one reviewer, when the model has that head.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub human_error: Option<f32>,
-    /// `1 − Σ p²` of the class probabilities.
-    pub uvc: f32,
-    /// Entropy of the class probabilities, in nats.
-    pub entropy: f32,
-}
-
-/// Turns the instances into one row-major block of model inputs (feature values,
-/// or decoded image pixels), or says exactly what is wrong with which instance.
-pub fn parse_rows(
+/// Checks the instances' count and kind and turns feature instances into rows.
+/// Image instances become [`ImageSource`]s, decoded under the image budget.
+fn parse_rows(
     instances: &[Instance],
     model: &LoadedModel,
     max_instances: usize,
-) -> Result<Vec<f32>, ApiError> {
+) -> Result<Rows, ApiError> {
     if instances.is_empty() {
         return Err(ApiError::Unprocessable(
             "'instances' is empty: send at least one case".into(),
@@ -117,48 +108,57 @@ pub fn parse_rows(
         )));
     }
     match &model.manifest.input {
-        InputSchema::Features { features } => parse_feature_rows(instances, model, features),
+        InputSchema::Features { features } => {
+            parse_feature_rows(instances, model, features).map(Rows::Ready)
+        }
         InputSchema::Image {
             height,
             width,
             channels,
-        } => parse_image_rows(
-            instances,
-            model,
-            ImageSize {
+        } => {
+            let size = ImageSize {
                 height: *height,
                 width: *width,
                 channels: *channels,
-            },
-        ),
+            };
+            size.check_decodable(model.name())?;
+            image_sources(instances, model).map(|sources| Rows::Images(sources, size))
+        }
     }
 }
 
-/// Each instance's `image`: base64 → PNG/JPEG → the model's H×W RGB pixels.
-fn parse_image_rows(
+/// Model inputs ready to run, or images still to decode.
+enum Rows {
+    Ready(Vec<f32>),
+    Images(Vec<ImageSource>, ImageSize),
+}
+
+/// Each instance's `image` (base64 PNG or JPEG), still encoded.
+fn image_sources(
     instances: &[Instance],
     model: &LoadedModel,
-    size: ImageSize,
-) -> Result<Vec<f32>, ApiError> {
-    size.check_decodable(model.name())?;
-    let mut rows = Vec::with_capacity(instances.len() * size.values());
-    for (i, inst) in instances.iter().enumerate() {
-        if inst.features.is_some() {
-            return Err(ApiError::Unprocessable(format!(
-                "instances[{i}]: model '{}' takes images, not features: send 'image'",
-                model.name()
-            )));
-        }
-        let what = format!("instances[{i}].image");
-        let text = inst.image.as_deref().ok_or_else(|| {
-            ApiError::Unprocessable(format!(
-                "instances[{i}]: 'image' (base64 PNG or JPEG) is missing"
-            ))
-        })?;
-        let bytes = decode_base64(text, &what)?;
-        push_encoded(&bytes, size, &what, &mut rows)?;
-    }
-    Ok(rows)
+) -> Result<Vec<ImageSource>, ApiError> {
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            if inst.features.is_some() {
+                return Err(ApiError::Unprocessable(format!(
+                    "instances[{i}]: model '{}' takes images, not features: send 'image'",
+                    model.name()
+                )));
+            }
+            let text = inst.image.clone().ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "instances[{i}]: 'image' (base64 PNG or JPEG) is missing"
+                ))
+            })?;
+            Ok(ImageSource::Base64 {
+                what: format!("instances[{i}].image"),
+                text,
+            })
+        })
+        .collect()
 }
 
 fn parse_feature_rows(
@@ -243,7 +243,11 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 /// Looks a model up, telling "not loaded yet" (503) from "no such model" (404).
-pub fn served_model(state: &AppState, name: &str) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+/// Only a valid name of a bundle on disk is ever looked for.
+pub fn served_model(state: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
+    if !crate::registry::valid_model_name(name) {
+        return Err(ApiError::NotFound(RegistryError::BadName.to_string()));
+    }
     if let Some(m) = state.registry.get(name) {
         return Ok(m);
     }
@@ -256,73 +260,80 @@ pub fn served_model(state: &AppState, name: &str) -> Result<std::sync::Arc<Loade
     }
 }
 
-/// Runs cases through `model` and returns predictions with the deadline applied.
-pub async fn predict(
-    state: &AppState,
-    model: &LoadedModel,
-    rows: Vec<f32>,
-    cases: usize,
-) -> Result<Vec<Prediction>, ApiError> {
-    let deadline = Instant::now() + state.settings.batch.request_timeout();
-    Ok(model.batcher.infer(rows, cases, deadline).await?)
-}
-
 /// Triages the instances; routed cases are committed to the review queue before
-/// the answer leaves. A repeated `request_id` gets the first answer back, unchanged.
+/// the answer leaves. A repeated `request_id` from the same caller for the same
+/// model and body gets the first answer back, unchanged.
 async fn triage(
     state: &AppState,
+    caller: &Client,
     name: &str,
     req: TriageRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(rid) = &req.request_id {
-        if rid.is_empty() || rid.len() > 200 {
-            return Err(ApiError::Unprocessable(
-                "request_id must have 1 to 200 characters".into(),
-            ));
-        }
-        if let Some(first) = state.store.find_response(rid).await? {
-            return Ok(json_response(first));
-        }
-    }
+    let deadline = state.triage.deadline();
     let model = served_model(state, name)?;
-    let max = state.settings.server.max_instances;
-    let (instances, rows) = parse_instances(req.instances, model.clone(), max).await?;
-    let dim = model.manifest.input_dim();
-    let predictions = predict(state, &model, rows.clone(), instances.len()).await?;
-    let mut new_cases = Vec::new();
-    let mut results = Vec::with_capacity(predictions.len());
-    for (i, (inst, p)) in instances.into_iter().zip(predictions).enumerate() {
-        let mut decision = model.policy.decide(&p);
-        record_decision(state, &model, &decision);
-        let uncertainty = Uncertainty {
-            disagreement: p.disagreement,
-            human_error: p.human_error,
-            uvc: p.uvc(),
-            entropy: p.entropy(),
-        };
-        if decision.route == Route::Review {
-            let case = routed_case(
-                &model,
-                i,
-                &rows[i * dim..(i + 1) * dim],
-                &p,
-                &decision,
-                &uncertainty,
-            );
-            decision.case_id = Some(case.id.clone());
-            new_cases.push(case);
+    let key = match &req.request_id {
+        Some(rid) => {
+            let canonical = serde_json::to_vec(&req.instances)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Some(TriageCore::key(
+                &caller.subject,
+                model.name(),
+                "v1",
+                rid,
+                &canonical,
+            )?)
         }
-        results.push(InstanceResult {
+        None => None,
+    };
+    if let Some(first) = state.triage.replay(key.as_ref()).await? {
+        return Ok(json_response(first));
+    }
+    let rows = match parse_rows(&req.instances, &model, state.triage.max_instances())? {
+        Rows::Ready(rows) => rows,
+        Rows::Images(sources, size) => state.images.decode(sources, size, deadline).await?,
+    };
+    let TriageRequest {
+        instances,
+        request_id,
+    } = req;
+    let cases = instances.len();
+    let body = state
+        .triage
+        .triage(
+            CoreRequest {
+                model,
+                rows,
+                cases,
+                key,
+                deadline,
+            },
+            |model, triaged| render(model, instances, request_id, triaged),
+        )
+        .await?;
+    Ok(json_response(body))
+}
+
+/// The `/v1` answer: one result per instance, in request order.
+fn render(
+    model: &LoadedModel,
+    instances: Vec<Instance>,
+    request_id: Option<String>,
+    triaged: &[Triaged],
+) -> String {
+    let results = instances
+        .into_iter()
+        .zip(triaged)
+        .map(|(inst, t)| InstanceResult {
             id: inst.id,
             prediction: PredictionOut {
-                label: model.manifest.classes[p.class()].clone(),
-                class: p.class(),
-                probabilities: p.probabilities.clone(),
+                label: model.manifest.classes[t.prediction.class()].clone(),
+                class: t.prediction.class(),
+                probabilities: t.prediction.probabilities.clone(),
             },
-            uncertainty,
-            decision,
-        });
-    }
+            uncertainty: t.uncertainty.clone(),
+            decision: t.decision.clone(),
+        })
+        .collect();
     let response = TriageResponse {
         model: ModelRef {
             name: model.name().to_string(),
@@ -332,88 +343,16 @@ async fn triage(
             name: model.policy.info().name.clone(),
             version: model.policy.info().version.clone(),
         },
-        request_id: req.request_id.clone(),
+        request_id,
         results,
     };
-    let body = serde_json::to_string(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if new_cases.is_empty() && req.request_id.is_none() {
-        return Ok(json_response(body));
-    }
-    match state
-        .store
-        .record(req.request_id, model.name(), new_cases, body.clone())
-        .await?
-    {
-        Recorded::New => Ok(json_response(body)),
-        Recorded::Existing(first) => Ok(json_response(first)),
-    }
-}
-
-/// [`parse_rows`], handing the instances back. Decoding images is CPU work, so
-/// image models parse on actix's blocking pool, not on the async worker.
-async fn parse_instances(
-    instances: Vec<Instance>,
-    model: std::sync::Arc<LoadedModel>,
-    max_instances: usize,
-) -> Result<(Vec<Instance>, Vec<f32>), ApiError> {
-    if matches!(model.manifest.input, InputSchema::Features { .. }) {
-        let rows = parse_rows(&instances, &model, max_instances)?;
-        return Ok((instances, rows));
-    }
-    web::block(move || parse_rows(&instances, &model, max_instances).map(|rows| (instances, rows)))
-        .await
-        .map_err(|e| ApiError::Internal(format!("decoding images: {e}")))?
+    serde_json::to_string(&response).unwrap_or_default()
 }
 
 fn json_response(body: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(body)
-}
-
-/// Counts the decision in `triaged_decisions_total`.
-pub fn record_decision(state: &AppState, model: &LoadedModel, d: &Decision) {
-    state
-        .metrics
-        .decisions
-        .with_label_values(&[model.name(), d.route.name(), d.reason_code])
-        .inc();
-}
-
-/// The queue's record of a case routed to review.
-pub fn routed_case(
-    model: &LoadedModel,
-    index: usize,
-    input: &[f32],
-    p: &Prediction,
-    d: &Decision,
-    u: &Uncertainty,
-) -> NewCase {
-    let features = match &model.manifest.input {
-        InputSchema::Features { features } => features.clone(),
-        InputSchema::Image { .. } => Vec::new(),
-    };
-    NewCase {
-        id: uuid::Uuid::new_v4().to_string(),
-        model: model.name().to_string(),
-        model_version: model.version().to_string(),
-        policy_version: model.policy.info().version.clone(),
-        instance_index: index,
-        input: input.to_vec(),
-        feature_names: features,
-        class_names: model.manifest.classes.clone(),
-        model_class: p.class(),
-        probabilities: p.probabilities.clone(),
-        uncertainty: serde_json::to_value(u).unwrap_or_default(),
-        reason: d.reason.clone(),
-        reason_code: d.reason_code.to_string(),
-        audit: d.audit,
-        policy_route: d.policy_route.map(|r| r.name().to_string()),
-        reviewers_needed: d.reviewers.max(1),
-        escalate_on_disagreement: d.escalate_on_disagreement,
-        // Review first where the model is expected to do worst relative to a human.
-        priority: crate::policy::ThresholdScore::Triage.of(p),
-    }
 }
 
 /// Triage cases with a named model.
@@ -425,6 +364,7 @@ pub fn routed_case(
         (status = 200, description = "One result per instance", body = TriageResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "request_id reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid instances", body = Problem, content_type = "application/problem+json"),
@@ -434,12 +374,11 @@ pub fn routed_case(
 #[post("/v1/models/{model}/triage")]
 pub async fn triage_named(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Client,
     model: web::Path<String>,
     body: web::Json<TriageRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client])?;
-    triage(&state, &model, body.into_inner()).await
+    triage(&state, &caller, &model, body.into_inner()).await
 }
 
 /// Triage cases with the default model.
@@ -449,6 +388,7 @@ pub async fn triage_named(
     responses(
         (status = 200, description = "One result per instance", body = TriageResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "request_id reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid instances", body = Problem, content_type = "application/problem+json"),
@@ -458,10 +398,9 @@ pub async fn triage_named(
 #[post("/v1/triage")]
 pub async fn triage_default(
     state: web::Data<AppState>,
-    caller: Caller,
+    caller: Client,
     body: web::Json<TriageRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client])?;
     let name = state.registry.default_model().to_string();
-    triage(&state, &name, body.into_inner()).await
+    triage(&state, &caller, &name, body.into_inner()).await
 }

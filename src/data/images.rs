@@ -63,23 +63,11 @@ pub fn decode_rgb(
     width: usize,
     resize: bool,
 ) -> Result<Vec<u8>, ImageError> {
-    let format = image::guess_format(data).map_err(|_| ImageError::UnknownFormat)?;
-    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
-        return Err(ImageError::UnsupportedFormat(
-            format!("{format:?}").to_uppercase(),
-        ));
-    }
-    let reader = || image::io::Reader::with_format(Cursor::new(data), format);
-    let (w0, h0) = reader()
-        .into_dimensions()
-        .map_err(|e| ImageError::Unreadable(e.to_string()))?;
-    if w0 > MAX_IMAGE_SIDE || h0 > MAX_IMAGE_SIDE {
-        return Err(ImageError::TooLarge {
-            height: h0,
-            width: w0,
-        });
-    }
-    let img = reader()
+    dimensions(data)?;
+    let format = checked_format(data)?;
+    let mut reader = image::io::Reader::with_format(Cursor::new(data), format);
+    reader.limits(decoder_limits());
+    let img = reader
         .decode()
         .map_err(|e| ImageError::Unreadable(e.to_string()))?
         .to_rgb8();
@@ -96,6 +84,46 @@ pub fn decode_rgb(
         });
     };
     Ok(img.into_raw())
+}
+
+/// The `(height, width)` an encoded PNG/JPEG declares, read from its header
+/// alone (nothing is decoded), checked against [`MAX_IMAGE_SIDE`].
+pub fn dimensions(data: &[u8]) -> Result<(u32, u32), ImageError> {
+    let format = checked_format(data)?;
+    let (w, h) = image::io::Reader::with_format(Cursor::new(data), format)
+        .into_dimensions()
+        .map_err(|e| ImageError::Unreadable(e.to_string()))?;
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(ImageError::TooLarge {
+            height: h,
+            width: w,
+        });
+    }
+    Ok((h, w))
+}
+
+/// PNG or JPEG whose header declares at most [`MAX_IMAGE_SIDE`] a side.
+fn checked_format(data: &[u8]) -> Result<ImageFormat, ImageError> {
+    let format = image::guess_format(data).map_err(|_| ImageError::UnknownFormat)?;
+    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
+        return Err(ImageError::UnsupportedFormat(
+            format!("{format:?}").to_uppercase(),
+        ));
+    }
+    Ok(format)
+}
+
+/// Most memory one decoder may allocate: a 4096² RGBA image at 16 bits per
+/// channel (128 MiB) plus slack. The header check comes first; this bounds a
+/// decoder that allocates more than the header implies.
+pub const MAX_DECODER_ALLOC: u64 = 160 * 1024 * 1024;
+
+fn decoder_limits() -> image::io::Limits {
+    let mut limits = image::io::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODER_ALLOC);
+    limits
 }
 
 pub fn import_images(opts: &ImageImport) -> Result<Dataset, ImportError> {
@@ -153,12 +181,53 @@ pub fn import_images(opts: &ImageImport) -> Result<Dataset, ImportError> {
     .map_err(|e| err(None, format!("{e:#}")))
 }
 
+/// Largest image file accepted from a folder or archive: an archive header can
+/// claim any size, so nothing is allocated or read past this.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads at most [`MAX_IMAGE_FILE_BYTES`], refusing a longer file.
+fn read_bounded(reader: impl Read) -> Result<Vec<u8>, String> {
+    let mut data = Vec::new();
+    reader
+        .take(MAX_IMAGE_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    if data.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(format!(
+            "larger than {} MiB; image files are refused past that",
+            MAX_IMAGE_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(data)
+}
+
+/// A CSV image path must stay inside the images folder or archive: relative, and
+/// without `..` (or any other non-plain) component.
+fn check_relative(path: &str, line: u64) -> Result<(), (Option<u64>, String)> {
+    use std::path::Component;
+    let plain = !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if plain {
+        Ok(())
+    } else {
+        Err((
+            Some(line),
+            format!("image path '{path}' must be relative to --images, without '..'"),
+        ))
+    }
+}
+
 /// Bytes of every image the CSV names (a path the CSV repeats is read once).
 fn load_bytes(
     source: &Path,
     cases: &[(String, u64)],
 ) -> Result<HashMap<String, Vec<u8>>, (Option<u64>, String)> {
     let name = source.to_string_lossy();
+    for (path, line) in cases {
+        check_relative(path, *line)?;
+    }
     if source.is_dir() {
         let mut out = HashMap::new();
         for (path, line) in cases {
@@ -166,12 +235,14 @@ fn load_bytes(
                 continue;
             }
             let full = source.join(path);
-            let data = std::fs::read(&full).map_err(|e| {
+            let cannot = |e: String| {
                 (
                     Some(*line),
                     format!("image '{}' cannot be read: {e}", full.display()),
                 )
-            })?;
+            };
+            let file = std::fs::File::open(&full).map_err(|e| cannot(e.to_string()))?;
+            let data = read_bounded(file).map_err(cannot)?;
             out.insert(path.clone(), data);
         }
         return Ok(out);
@@ -198,9 +269,8 @@ fn load_bytes(
             .trim_start_matches("./")
             .to_string();
         if wanted.contains(path.as_str()) {
-            let mut data = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut data)
+            // The header's size is a claim, not a fact: read at most the limit.
+            let data = read_bounded(&mut entry)
                 .map_err(|e| (None, format!("reading '{path}' from {name}: {e}")))?;
             out.insert(path, data);
         }

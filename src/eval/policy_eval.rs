@@ -6,10 +6,10 @@
 use serde::Serialize;
 
 use super::CaseResult;
-use crate::config::TriageMode;
 use crate::data::targets::human_error;
 use crate::data::Dataset;
 use crate::policy::spec::{Certificate, PolicySpec};
+use crate::policy::TriageMode;
 use crate::policy::{Policy, Route};
 use crate::stats::{clopper_pearson, majority_vote_error};
 

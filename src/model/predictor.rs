@@ -80,6 +80,14 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// True when every output is a finite number. Inputs far outside the
+    /// training range (finite but huge) can overflow the network to NaN/inf.
+    pub fn is_finite(&self) -> bool {
+        self.probabilities.iter().all(|p| p.is_finite())
+            && self.disagreement.is_finite()
+            && self.human_error.is_none_or(f32::is_finite)
+    }
+
     /// The predicted class (first of the most probable).
     pub fn class(&self) -> usize {
         argmax(&self.probabilities)

@@ -19,7 +19,6 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{TriageMode, TriageSettings};
 use crate::metrics::Metrics;
 use crate::model::Prediction;
 use crate::stats::majority_vote_error;
@@ -78,6 +77,29 @@ impl Route {
             Route::Review => "review",
         }
     }
+}
+
+/// What the server does with the policy's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriageMode {
+    /// Follow the policy.
+    Policy,
+    /// Route every case to review; record the policy's own decision beside it.
+    Shadow,
+    /// Automate every case (the policy's decision is still reported).
+    AutomateAll,
+}
+
+/// The `[triage]` settings: the mode, and the threshold rule used when a bundle
+/// ships no `policy.json`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageSettings {
+    pub mode: TriageMode,
+    pub score: ThresholdScore,
+    pub threshold: f64,
+    pub reviewers: u32,
 }
 
 /// The policy's verdict on one case.
@@ -291,8 +313,8 @@ impl Policy {
 
     /// Records outcomes of audited cases (from the review queue or an external
     /// labeling tool) and updates the audit metrics.
-    pub fn record_audit(&self, correct: u64, wrong: u64) -> AuditStatus {
-        let status = self.audit.record(correct, wrong);
+    pub fn record_audit(&self, correct: u64, wrong: u64) -> Result<AuditStatus, audit::AuditError> {
+        let status = self.audit.record(correct, wrong)?;
         if let Some((m, model)) = &self.metrics {
             m.audit_outcomes
                 .with_label_values(&[model, "correct"])
@@ -310,7 +332,7 @@ impl Policy {
                 .with_label_values(&[model])
                 .set(i64::from(status.fallback));
         }
-        status
+        Ok(status)
     }
 
     /// Smallest k in 1..=k_max whose majority-vote error, at per-reviewer error
@@ -344,6 +366,17 @@ impl Policy {
             audit: false,
             policy_route: None,
         };
+        if !p.is_finite() {
+            // A NaN compares false with every threshold, so a rule could read it
+            // as "confident". Non-finite outputs are reviewed, in every mode.
+            return Decision {
+                reviewers: self.reviewers.k_max.max(1),
+                ..review(
+                    "the model's outputs are not finite numbers: the case is reviewed".into(),
+                    "non_finite_output",
+                )
+            };
+        }
         let own = if self.audit.in_fallback() {
             let s = self.audit.status();
             review(

@@ -229,7 +229,7 @@ fn audit_samples_automated_cases_and_falls_back_visibly() {
         );
     }
     // Audits show 40% errors against alpha 0.05: fall back to review-all.
-    let status = p.record_audit(60, 40);
+    let status = p.record_audit(60, 40).unwrap();
     assert!(status.fallback);
     let d = p.decide(&pred(&[0.99, 0.01], 0.0, None));
     assert_eq!((d.route, d.reason_code), (Route::Review, "audit_fallback"));

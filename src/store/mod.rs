@@ -1,27 +1,44 @@
-//! The durable review queue (DESIGN §5): routed cases, reviewer leases, labels,
-//! consensus, the append-only audit log and the webhook outbox — in SQLite (the
-//! default: WAL, `synchronous=FULL`, busy timeout, foreign keys, `BEGIN IMMEDIATE`
-//! writes) or PostgreSQL (several daemons on one queue, `FOR UPDATE SKIP LOCKED`
-//! claims). One implementation over sqlx's portable driver; the few statements
-//! that differ branch on [`Backend`], and each backend has its own migrations.
+//! The durable review queue (docs/review-queue.md): routed cases, reviewer leases,
+//! labels, consensus, the append-only audit log and the webhook outbox — in SQLite
+//! (the default: WAL, `synchronous=FULL`, a bounded busy wait, foreign keys,
+//! `BEGIN IMMEDIATE` writes) or PostgreSQL (several daemons on one queue,
+//! `FOR UPDATE SKIP LOCKED` claims). One implementation over sqlx's portable
+//! driver; the few statements that differ branch on [`Backend`], and each backend
+//! has its own migrations.
 //!
-//! - this file: connection, migrations, the group-committing case writer;
-//! - [`queue`]: claim, renew, label (consensus, escalation), release, rescue;
-//! - [`admin`]: listing, stats, export as a dataset, agreement, audit log, outbox.
+//! Split by what is stored:
+//! - this file: connection, options, the clock, errors;
+//! - [`write`]: write transactions that never hand a broken connection back;
+//! - [`cases`]: routed cases, their group-committing writer and idempotency keys;
+//! - [`leases`]: claim, renew, release, and the rescue of expired leases;
+//! - [`labels`]: labels, consensus and escalation;
+//! - [`audit`]: the append-only audit log;
+//! - [`outbox`]: webhook events waiting for delivery;
+//! - [`export`]: resolved cases as a training data set, and model-vs-reviewer agreement.
 
-pub mod admin;
-pub mod queue;
+pub mod audit;
+pub mod cases;
+pub mod export;
+pub mod labels;
+pub mod leases;
+pub mod outbox;
+pub mod write;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-/// Cases committed together by the writer at most.
-const GROUP_COMMIT_MAX: usize = 64;
+pub use audit::AuditEntry;
+pub use cases::{Case, IdempotencyKey, NewCase, QueueStats, Recorded};
+pub use export::Agreement;
+pub use labels::{LabelOutcome, Resolution};
+pub use leases::{Claim, Lease};
+pub use outbox::OutboxEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -43,11 +60,84 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The write could not be committed before its deadline (the database is
+    /// locked by someone else, or too slow).
+    #[error("the store did not commit within {0:?}")]
+    Deadline(Duration),
+    /// The database failed for every write of a group (locked, full, gone);
+    /// the full error is logged once by the writer.
+    #[error("{}", .0.describe())]
+    Unavailable(write::FailureKind),
     #[error("the store's writer has stopped")]
     WriterGone,
 }
 
+impl StoreError {
+    /// What a client may be told: the kind of failure, never the database's own
+    /// text (which can name tables, paths or hosts; it is logged instead).
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            StoreError::Database(e) => write::failure_kind(e).describe(),
+            StoreError::Unavailable(kind) => kind.describe(),
+            StoreError::Migrate(_) => "the database schema could not be migrated",
+            StoreError::Deadline(_) => "the database did not commit in time",
+            StoreError::WriterGone => "the store is shutting down",
+            _ => "the request conflicts with the queue",
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The status of a case in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// Waiting for (more) reviewers' labels.
+    Pending,
+    /// Every needed label is in; consensus and disagreement are set.
+    Resolved,
+    /// Its leases expired too often; an admin must look at it.
+    DeadLetter,
+}
+
+impl CaseStatus {
+    pub const ALL: [CaseStatus; 3] = [
+        CaseStatus::Pending,
+        CaseStatus::Resolved,
+        CaseStatus::DeadLetter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Pending => "pending",
+            CaseStatus::Resolved => "resolved",
+            CaseStatus::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+impl FromStr for CaseStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> StoreResult<Self> {
+        CaseStatus::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "status '{s}' is not pending, resolved or dead_letter"
+                ))
+            })
+    }
+}
+
+/// A webhook target and the events it subscribed to: only those are queued for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub url: String,
+    pub events: Vec<String>,
+}
 
 /// Queue behaviour.
 #[derive(Debug, Clone)]
@@ -56,59 +146,60 @@ pub struct StoreOptions {
     pub lease: Duration,
     /// Expired leases after which a case goes to `dead_letter`.
     pub max_lease_failures: u32,
-    /// Webhook targets: every event is queued once per target.
-    pub webhook_targets: Vec<String>,
+    /// Webhook targets: an event is queued once per target subscribed to it.
+    pub webhook_targets: Vec<Subscription>,
+    /// How long a write may wait for the database (a lock, a slow disk) before
+    /// it fails with 503: one deadline for a whole group commit.
+    pub write_timeout: Duration,
+    /// Where "now" comes from for leases and timestamps.
+    pub clock: Clock,
 }
 
-/// A case the policy routed to review, as the triage handler hands it over.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewCase {
-    pub id: String,
-    pub model: String,
-    pub model_version: String,
-    pub policy_version: String,
-    pub instance_index: usize,
-    pub input: Vec<f32>,
-    pub feature_names: Vec<String>,
-    pub class_names: Vec<String>,
-    pub model_class: usize,
-    pub probabilities: Vec<f32>,
-    pub uncertainty: serde_json::Value,
-    pub reason: String,
-    pub reason_code: String,
-    pub audit: bool,
-    /// Shadow mode: the policy's own route.
-    pub policy_route: Option<String>,
-    pub reviewers_needed: u32,
-    pub escalate_on_disagreement: bool,
-    /// Higher first.
-    pub priority: f64,
+impl StoreOptions {
+    /// Options with the defaults of `config/default.toml` for everything but the lease.
+    pub fn with_lease(lease: Duration) -> StoreOptions {
+        StoreOptions {
+            lease,
+            max_lease_failures: 3,
+            webhook_targets: Vec::new(),
+            write_timeout: Duration::from_secs(5),
+            clock: Clock::Database,
+        }
+    }
 }
 
-/// What recording a triage answer did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Recorded {
-    /// Committed; the cases exist.
-    New,
-    /// The request id was seen before: its first answer, no new case.
-    Existing(String),
+/// The time leases are measured in. Several daemons share one PostgreSQL queue,
+/// so lease expiry must not depend on each daemon's own clock: by default "now"
+/// is the database's (SQLite runs in-process, so its clock is this machine's).
+/// Tests use a manual clock and move it instead of sleeping.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    Database,
+    Manual(Arc<AtomicI64>),
 }
 
-struct RecordJob {
-    request_id: Option<String>,
-    model: String,
-    cases: Vec<NewCase>,
-    response: String,
-    reply: oneshot::Sender<StoreResult<Recorded>>,
+impl Clock {
+    /// A manual clock starting at `start_ms` (unix milliseconds).
+    pub fn manual(start_ms: i64) -> Clock {
+        Clock::Manual(Arc::new(AtomicI64::new(start_ms)))
+    }
+
+    /// Moves a manual clock forward (no-op on the database clock).
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        }
+    }
 }
 
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
     options: StoreOptions,
-    writer: mpsc::Sender<RecordJob>,
+    writer: mpsc::Sender<cases::RecordJob>,
 }
 
+/// This process's wall clock in unix milliseconds.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -133,19 +224,23 @@ impl Store {
             Backend::Postgres => url.to_string(),
         };
         let connect = AnyConnectOptions::from_str(&url)?;
+        let busy_ms = options.write_timeout.as_millis().max(1);
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 8,
             })
+            .acquire_timeout(options.write_timeout.max(Duration::from_secs(1)))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // Per connection: durability on every commit, wait (not fail)
-                        // on the write lock, enforce references.
+                        // Per connection: durability on every commit, wait (not
+                        // fail) on the write lock but never past one write
+                        // deadline, enforce references.
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute(format!("PRAGMA busy_timeout = {busy_ms}").as_str())
+                            .await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
                     Ok(())
@@ -165,19 +260,13 @@ impl Store {
                     .await?
             }
         }
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(writer(
-            pool.clone(),
-            backend,
-            options.webhook_targets.clone(),
-            rx,
-        ));
+        let writer = cases::spawn_writer(pool.clone(), backend, options.clone());
         tracing::info!(backend = ?backend, "review queue store ready");
         Ok(Store {
             pool,
             backend,
             options,
-            writer: tx,
+            writer,
         })
     }
 
@@ -193,47 +282,40 @@ impl Store {
         &self.pool
     }
 
-    /// Opens a write transaction: `BEGIN IMMEDIATE` on SQLite, so the write lock
-    /// is taken up front and the transaction never fails half-way on a busy lock.
-    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+    /// Opens a write transaction (see [`write::WriteTx`]).
+    pub(crate) async fn begin_write(&self) -> StoreResult<write::WriteTx> {
+        write::WriteTx::begin(&self.pool, self.backend).await
     }
 
-    /// The first answer given to `request_id`, if any.
-    pub async fn find_response(&self, request_id: &str) -> StoreResult<Option<String>> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT response FROM triage_requests WHERE request_id = $1")
-                .bind(request_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| r.0))
+    /// "Now" in unix milliseconds by the store's clock, read inside `conn`'s
+    /// transaction where the database keeps the time.
+    pub(crate) async fn now_in(&self, conn: &mut sqlx::AnyConnection) -> StoreResult<i64> {
+        clock_now(&self.options.clock, self.backend, conn).await
     }
 
-    /// Commits the routed `cases` and the answer `response` (remembered under
-    /// `request_id`) before returning — the client hears back only about committed
-    /// cases. Concurrent calls are group-committed in one transaction.
-    pub async fn record(
-        &self,
-        request_id: Option<String>,
-        model: &str,
-        cases: Vec<NewCase>,
-        response: String,
-    ) -> StoreResult<Recorded> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(RecordJob {
-                request_id,
-                model: model.to_string(),
-                cases,
-                response,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+    /// "Now" by the store's clock, outside a transaction.
+    pub async fn now(&self) -> StoreResult<i64> {
+        let mut conn = self.pool.acquire().await?;
+        clock_now(&self.options.clock, self.backend, &mut conn).await
+    }
+}
+
+pub(crate) async fn clock_now(
+    clock: &Clock,
+    backend: Backend,
+    conn: &mut sqlx::AnyConnection,
+) -> StoreResult<i64> {
+    match (clock, backend) {
+        (Clock::Manual(t), _) => Ok(t.load(Ordering::SeqCst)),
+        (Clock::Database, Backend::Sqlite) => Ok(now_ms()),
+        (Clock::Database, Backend::Postgres) => {
+            let (t,): (i64,) = sqlx::query_as(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            )
+            .fetch_one(conn)
+            .await?;
+            Ok(t)
+        }
     }
 }
 
@@ -262,147 +344,60 @@ fn sqlite_url(url: &str) -> StoreResult<String> {
     })
 }
 
-/// The URL without its password, for logs and errors.
+/// The URL without secrets, for logs and errors: the password of `user:pass@`
+/// and the value of any `password`/`sslpassword`/`passfile`-like query parameter.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***{}", &url[..s], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-async fn writer(
-    pool: AnyPool,
-    backend: Backend,
-    targets: Vec<String>,
-    mut rx: mpsc::Receiver<RecordJob>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        match commit_group(&pool, backend, &targets, &jobs).await {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                // One bad job must not fail the others: retry each on its own.
-                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; committing one by one");
-                for job in jobs {
-                    let outcome =
-                        commit_group(&pool, backend, &targets, std::slice::from_ref(&job))
-                            .await
-                            .map(|mut o| o.remove(0));
-                    let _ = job.reply.send(outcome);
-                }
-            }
-        }
-    }
-}
-
-async fn commit_group(
-    pool: &AnyPool,
-    backend: Backend,
-    targets: &[String],
-    jobs: &[RecordJob],
-) -> StoreResult<Vec<Recorded>> {
-    let mut tx = match backend {
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => pool.begin().await?,
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let now = now_ms();
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if let Some(rid) = &job.request_id {
-            let inserted = sqlx::query(
-                "INSERT INTO triage_requests (request_id, model, response, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(rid)
-            .bind(&job.model)
-            .bind(&job.response)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let (first,): (String,) =
-                    sqlx::query_as("SELECT response FROM triage_requests WHERE request_id = $1")
-                        .bind(rid)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                outcomes.push(Recorded::Existing(first));
-                continue;
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &base[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &base[..s], &base[at..]),
+                None => base.to_string(),
             }
         }
-        for c in &job.cases {
-            insert_case(&mut tx, c, job.request_id.as_deref(), now).await?;
-            let payload =
-                serde_json::json!({"event": "case.created", "case": case_event_payload(c)})
-                    .to_string();
-            for target in targets {
-                admin::enqueue_event(&mut tx, "case.created", target, &payload, now).await?;
-            }
-        }
-        outcomes.push(Recorded::New);
+        _ => base.to_string(),
+    };
+    let Some(query) = query else { return base };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("token") || k == "sslkey"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_passwords_in_userinfo_and_query() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        let r = redact_url("postgres://postgres@127.0.0.1:5432/db?password=sekret&sslmode=require");
+        assert!(!r.contains("sekret"), "{r}");
+        assert!(r.contains("sslmode=require"), "{r}");
+        assert_eq!(redact_url("sqlite:///tmp/q.db"), "sqlite:///tmp/q.db");
     }
-    tx.commit().await?;
-    Ok(outcomes)
-}
 
-fn case_event_payload(c: &NewCase) -> serde_json::Value {
-    serde_json::json!({
-        "id": c.id, "model": c.model, "model_version": c.model_version, "policy_version": c.policy_version,
-        "reviewers_needed": c.reviewers_needed, "priority": c.priority, "audit": c.audit, "reason": c.reason,
-    })
-}
-
-async fn insert_case(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    c: &NewCase,
-    request_id: Option<&str>,
-    now: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO cases (id, model, model_version, policy_version, request_id, instance_index, input, \
-         feature_names, class_names, model_class, probabilities, uncertainty, reason, reason_code, audit, \
-         policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'pending', $20)",
-    )
-    .bind(&c.id)
-    .bind(&c.model)
-    .bind(&c.model_version)
-    .bind(&c.policy_version)
-    .bind(request_id)
-    .bind(c.instance_index as i64)
-    .bind(to_json(&c.input))
-    .bind(to_json(&c.feature_names))
-    .bind(to_json(&c.class_names))
-    .bind(c.model_class as i64)
-    .bind(to_json(&c.probabilities))
-    .bind(c.uncertainty.to_string())
-    .bind(&c.reason)
-    .bind(&c.reason_code)
-    .bind(i64::from(c.audit))
-    .bind(c.policy_route.as_deref())
-    .bind(i64::from(c.reviewers_needed))
-    .bind(i64::from(c.escalate_on_disagreement))
-    .bind(c.priority)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-fn to_json<T: Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+    #[test]
+    fn case_status_round_trips() {
+        for s in CaseStatus::ALL {
+            assert_eq!(s.as_str().parse::<CaseStatus>().unwrap(), s);
+        }
+        assert!("done".parse::<CaseStatus>().is_err());
+    }
 }

@@ -458,9 +458,20 @@ async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
     let (event, signature, body) = &got[0];
     assert_eq!(event, "case.created");
     assert!(body.contains(&id));
+    // The signature covers a timestamp and the body: a receiver recomputes it
+    // from the `t=` it carries and rejects stale ones.
+    let t: i64 = signature
+        .strip_prefix("t=")
+        .and_then(|s| s.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .expect("t=<unix seconds>");
+    assert!(
+        (chrono::Utc::now().timestamp() - t).abs() < 120,
+        "{signature}"
+    );
     assert_eq!(
         signature,
-        &triaged::webhooks::signature("hook-secret", body.as_bytes())
+        &triaged::webhooks::signature("hook-secret", t, body.as_bytes())
     );
     assert!(calls.load(Ordering::SeqCst) >= 3);
     let m = app.metrics().await;
