@@ -5,7 +5,7 @@
 #   triage   POST /v1/triage, automate_all  (parse + batch + model + policy, no queue write)
 #   queued   POST /v1/triage, shipped policy (every case committed to SQLite, synchronous=FULL)
 #   image    POST /v1/models/cifar10-cnn/triage, automate_all, one base64 JPEG (decode + CNN)
-# and prints ratios, which are what to compare across machines (DESIGN §6, §7).
+# and prints ratios, which are what to compare across machines (docs/architecture.md, docs/evidence.md).
 #
 #   benches/http.sh [SECONDS] [CONNECTIONS]      needs wrk (apt-get install wrk)
 set -euo pipefail

@@ -1,4 +1,4 @@
-//! The batching queue (DESIGN §6): a cheap `Clone` handle over a bounded channel,
+//! The batching queue (docs/architecture.md): a cheap `Clone` handle over a bounded channel,
 //! and a dedicated OS thread per loaded model that greedily gathers queued requests
 //! into one batch (up to `max_batch_size` cases, waiting at most `max_wait` for
 //! more), runs the network once, and answers each request through its oneshot.

@@ -1,4 +1,4 @@
-//! The command line (DESIGN §8): argument types and the dispatch from each
+//! The command line (docs/cli.md): argument types and the dispatch from each
 //! subcommand to the library. Every flag also reads from an environment variable
 //! where that makes sense for operators.
 
@@ -72,7 +72,7 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Generate the synthetic DUP-vs-UVC data set (DESIGN §6b).
+    /// Generate the synthetic DUP-vs-UVC data set (docs/science.md).
     Synth {
         #[arg(long)]
         out: PathBuf,

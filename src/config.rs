@@ -1,4 +1,4 @@
-//! Settings in layers (DESIGN §8): the compiled-in `config/default.toml`, then the
+//! Settings in layers (docs/cli.md): the compiled-in `config/default.toml`, then the
 //! file given by `--config`, then `TRIAGED__SECTION__KEY` environment variables,
 //! then command-line flags. Parsed once into typed settings that cannot be wrong.
 

@@ -1,4 +1,4 @@
-//! The command line contract (DESIGN §8) through the real binary: synth → train →
+//! The command line contract (docs/cli.md) through the real binary: synth → train →
 //! eval writes the report files operators' scripts read; bad input exits non-zero
 //! with a located message.
 

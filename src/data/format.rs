@@ -1,4 +1,4 @@
-//! The dataset file format (DESIGN §3): one safetensors file with tensors `x`
+//! The dataset file format (docs/formats.md): one safetensors file with tensors `x`
 //! (`f32 [N,D]` or `u8 [N,H,W,C]`), `counts` (`u32 [N,K]`), optional `reference`
 //! (`i64 [N]`, −1 = none) and `split` (`u8 [N]`), and `__metadata__` keys `kind`,
 //! `class_names`, `source` (+ `feature_names` for feature data sets).

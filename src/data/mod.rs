@@ -1,4 +1,4 @@
-//! Data sets with several human labels per case (DESIGN §3): the in-memory
+//! Data sets with several human labels per case (docs/formats.md): the in-memory
 //! [`Dataset`], its safetensors file format, CSV import, the synthetic generator
 //! and `data describe`.
 

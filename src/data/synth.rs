@@ -1,4 +1,4 @@
-//! `triaged data synth`: the seeded synthetic generator of DESIGN §6b, built so that
+//! `triaged data synth`: the seeded synthetic generator described in docs/science.md, built so that
 //! direct disagreement prediction (DUP) has a measurable edge over UVC.
 //!
 //! Cases come from Gaussian clusters of three kinds, assigned in turn:

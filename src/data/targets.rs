@@ -1,4 +1,4 @@
-//! Per-case targets computed from the human label counts (DESIGN §1): pairwise
+//! Per-case targets computed from the human label counts (docs/science.md): pairwise
 //! disagreement `D`, any-disagreement `A`, human error `H`, and the majority label.
 //!
 //! These are the quantities every other module (training targets, eval, the review

@@ -1,6 +1,6 @@
 //! `triaged eval`: how good the prediction is, how well DUP and UVC detect human
 //! disagreement, and what triage buys — on one split of a data set. Produces a
-//! [`Report`] (DESIGN §8's `report.json`), per-case rows for `predictions.csv`,
+//! [`Report`] (`report.json`, docs/formats.md), per-case rows for `predictions.csv`,
 //! `report.html` and PNG plots.
 
 pub mod metrics;
@@ -101,7 +101,7 @@ pub struct TriageCurve {
     pub human_error: f64,
 }
 
-/// `report.json` (DESIGN §8, extended).
+/// `report.json` (docs/formats.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: ModelInfo,

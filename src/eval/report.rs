@@ -1,4 +1,4 @@
-//! Writing an evaluation: `report.json`, `predictions.csv` (DESIGN §8), PNG plots,
+//! Writing an evaluation: `report.json`, `predictions.csv` (docs/formats.md), PNG plots,
 //! a self-contained `report.html`, and the short table `eval` prints.
 
 use std::fmt::Write as _;

@@ -1,4 +1,4 @@
-//! The model bundle on disk (DESIGN §3): `models/<name>/<version>/` holding
+//! The model bundle on disk (docs/formats.md): `models/<name>/<version>/` holding
 //! `model.json` (the [`Manifest`]) and `model.safetensors` (the weights), later
 //! `policy.json`. Loading validates every field and names the file and field that
 //! is wrong.
@@ -42,7 +42,7 @@ pub struct Architecture {
     pub ensemble: usize,
 }
 
-/// The model's input, the same shape as the API's `input` object (DESIGN §8).
+/// The model's input, the same shape as the API's `input` object (docs/formats.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum InputSchema {

@@ -1,4 +1,4 @@
-//! Device selection and CPU thread setup, in one place (DESIGN §6).
+//! Device selection and CPU thread setup, in one place (docs/architecture.md).
 
 use candle_core::Device;
 
@@ -43,7 +43,7 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
 ///
 /// Must run before any candle call and before other threads exist: candle reads
 /// `RAYON_NUM_THREADS` on every matmul, and when it is unset it re-reads
-/// `/proc/cpuinfo` each time — measured ~7× slower for a small MLP (DESIGN §6).
+/// `/proc/cpuinfo` each time — measured ~7× slower for a small MLP (docs/architecture.md).
 pub fn pin_cpu_threads(threads: usize) {
     let threads = threads.max(1);
     // SAFETY: called from `main` before the runtime, the inference thread or any

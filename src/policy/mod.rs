@@ -1,4 +1,4 @@
-//! Triage policies (DESIGN §1): turn a [`Prediction`] into a [`Decision`] —
+//! Triage policies (docs/science.md): turn a [`Prediction`] into a [`Decision`] —
 //! automate or send to review, why, and how many reviewers — with audit sampling
 //! watching the automated error rate. Every decision carries the policy's name and
 //! version so it can be audited later.

@@ -1,5 +1,5 @@
 //! `policy.json`, the calibrated policy stored in a model bundle beside
-//! `model.json` (DESIGN §3): the rule and its parameters, reviewer allocation,
+//! `model.json` (docs/formats.md): the rule and its parameters, reviewer allocation,
 //! audit sampling, and where it was calibrated. Its version is the hash of its
 //! content, so every decision names exactly the policy that made it.
 
