@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{Daemon, TestDb};
 use serde_json::{json, Value};
 
-const ROUNDS: usize = 4;
+/// SIGKILLs per backend.
+const ROUNDS: usize = 20;
 const CLIENTS: usize = 6;
 
 fn nodule(i: usize) -> Vec<f64> {
@@ -130,7 +131,8 @@ async fn crash_and_recover(db: &TestDb) {
                 ))
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300 + 150 * round as u64)).await;
+        // Kill at varied points of the load (0.3 s to 0.65 s into it).
+        tokio::time::sleep(Duration::from_millis(300 + 50 * (round % 8) as u64)).await;
         daemon.kill();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in tasks {

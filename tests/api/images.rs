@@ -412,3 +412,30 @@ async fn oip_refuses_bad_image_tensors_with_400() {
         assert!(text.contains(needle), "{text} lacks {needle:?}");
     }
 }
+
+#[tokio::test]
+async fn finding_8_images_over_the_pixel_budget_are_refused_before_decoding() {
+    // Budget: two 64x64 images' worth of pixels per request.
+    let app = spawn_image_app_with(|s| s.server.max_image_pixels = 2 * 64 * 64).await;
+    let big = b64(&png(&image::RgbImage::new(64, 64)));
+    let ok = app
+        .post_json(
+            &triage_path(),
+            &json!({"instances": [{"image": big}, {"image": big}]}),
+        )
+        .await;
+    assert_eq!(ok.status(), 200, "within the budget");
+    let over = app
+        .post_json(
+            &triage_path(),
+            &json!({"instances": [{"image": big}, {"image": big}, {"image": big}]}),
+        )
+        .await;
+    assert_problem(over, 422, "pixels").await;
+    // The same budget on /v2 (a bad request there).
+    let body = json!({"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES", "data": [big, big, big]}]});
+    let resp = app
+        .post_json(&format!("/v2/models/{IMAGE_MODEL}/infer"), &body)
+        .await;
+    assert_problem(resp, 400, "pixels").await;
+}

@@ -6,6 +6,7 @@ mod common;
 mod helpers;
 
 mod errors;
+mod hardening;
 mod images;
 mod lifecycle;
 mod metrics;
