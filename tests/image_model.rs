@@ -121,3 +121,46 @@ fn a_feature_model_refuses_a_calibration_data_set() {
     .expect("refused");
     assert!(err.to_string().contains("--calibration-data"), "{err}");
 }
+
+#[test]
+fn the_cnn_trainer_stops_early_and_records_file_names_not_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_data, cal_data) = (cifar10n(), cifar10h());
+    let train_path = dir.path().join("n.safetensors");
+    let cal_path = dir.path().join("h.safetensors");
+    format::save(&train_data, &train_path).unwrap();
+    format::save(&cal_data, &cal_path).unwrap();
+    let out = dir.path().join("models/cnn/1");
+    // Patience 0: no epoch can improve on the best one "for 0 epochs", so the
+    // run stops after its first epoch instead of running all 5.
+    let cfg = TrainConfig {
+        epochs: 5,
+        patience: 0,
+        batch_size: 32,
+        ensemble: 1,
+        hidden: vec![8],
+        stages: "4".into(),
+        ..TrainConfig::default()
+    };
+    let outcome = train::train(
+        &train_data,
+        &train_path,
+        Some((&cal_data, &cal_path)),
+        &out,
+        &cfg,
+        &Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let t = &outcome.manifest.training;
+    assert_eq!(t.epochs_run, 1, "--patience is honoured by the CNN trainer");
+    assert_eq!(
+        t.data_file, "n.safetensors",
+        "no path of the training machine"
+    );
+    let manifest = std::fs::read_to_string(out.join("model.json")).unwrap();
+    assert!(
+        !manifest.contains(&dir.path().display().to_string()),
+        "model.json names a local folder"
+    );
+}

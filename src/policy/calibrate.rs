@@ -159,7 +159,7 @@ pub fn calibrate(
             confidence: 0.95,
         },
         calibration: Some(CalibrationInfo {
-            data_file: data_path.display().to_string(),
+            data_file: crate::train::file_label(data_path),
             data_sha256: crate::train::sha256_file(data_path)?,
             split: cfg.split.to_string(),
             n: ev.cases.len(),

@@ -342,6 +342,7 @@ pub fn train_images(
     let (initial_loss, _) = evaluate_cal(&net)?;
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     let mut best = (f64::INFINITY, 0usize);
+    let mut epochs_run = 0;
     let mut snapshot = snapshot_vars(&varmap)?;
     let mut step = 0usize;
     let mut stats: Vec<BatchStats> = Vec::new();
@@ -382,6 +383,7 @@ pub fn train_images(
             best = (cal_loss, epoch);
             snapshot = snapshot_vars(&varmap)?;
         }
+        epochs_run = epoch;
         let train_loss = epoch_loss / batches.max(1) as f64;
         let seconds = epoch_started.elapsed().as_secs_f64();
         tracing::info!(
@@ -397,6 +399,17 @@ pub fn train_images(
         varmap
             .save(&ckpt)
             .with_context(|| format!("writing {}", ckpt.display()))?;
+        // Early stopping, as for the MLP: no better calibration loss for
+        // `patience` epochs.
+        if epoch - best.1 >= cfg.patience {
+            tracing::info!(
+                epoch,
+                best_epoch = best.1,
+                patience = cfg.patience,
+                "early stop"
+            );
+            break;
+        }
     }
     bar.finish_and_clear();
     restore_vars(&varmap, &snapshot)?;
@@ -409,8 +422,8 @@ pub fn train_images(
     let split_note = match calibration {
         Some((_, p)) => format!(
             "train: every labelled image of {}; calibration: the calibration split of {}",
-            data_path.display(),
-            p.display()
+            super::file_label(data_path),
+            super::file_label(p)
         ),
         None => "from the data set's split tensor".into(),
     };
@@ -429,7 +442,7 @@ pub fn train_images(
         data_path,
         split_note,
         n_train: train_idx.len(),
-        epochs_run: cfg.epochs,
+        epochs_run,
         best,
         initial_loss,
         started,

@@ -345,7 +345,7 @@ impl TrainedRun<'_> {
             heads: self.heads,
             temperature: 1.0,
             training: Provenance {
-                data_file: self.data_path.display().to_string(),
+                data_file: file_label(self.data_path),
                 data_sha256: sha256_file(self.data_path)?,
                 data_source: self.data.source().to_string(),
                 split: self.split_note,
@@ -671,4 +671,13 @@ pub(crate) fn restore_vars(varmap: &VarMap, snapshot: &[(String, Tensor)]) -> an
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// How a bundle names the data it came from: the file's name only. An absolute
+/// path would record the training machine's layout (and its user's folders);
+/// the SHA-256 beside it identifies the content.
+pub fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
