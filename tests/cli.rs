@@ -358,3 +358,41 @@ fn eval_policy_without_a_policy_says_how_to_make_one() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_logs_the_configuration_in_force_including_flags() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triaged"))
+        .args([
+            "--threads",
+            "2",
+            "--log-format",
+            "json",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .env(
+            "TRIAGED__STORE__URL",
+            format!("sqlite://{}", dir.path().join("q.db").display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let stderr = child.stderr.take().unwrap();
+    let line = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("effective configuration"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("an 'effective configuration' log line");
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("--log-format json");
+    let settings: serde_json::Value =
+        serde_json::from_str(entry["fields"]["settings"].as_str().unwrap()).unwrap();
+    assert_eq!(settings["batch"]["threads"], 2, "{settings}");
+    assert_eq!(settings["log"]["format"], "json", "{settings}");
+}

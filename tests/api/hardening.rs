@@ -375,3 +375,49 @@ async fn finding_12_the_bearer_scheme_is_case_insensitive() {
         .unwrap();
     assert_eq!(basic.status(), 401);
 }
+
+#[tokio::test]
+async fn the_reviewer_disagreement_metric_observes_every_case_resolved_by_two_or_more() {
+    let app = spawn_app_with(true, |s| {
+        s.triage.threshold = 0.0;
+        s.triage.reviewers = 2;
+    })
+    .await;
+    let resp = app
+        .post_json("/v1/triage", &triage_body(&[nodule(3)]))
+        .await;
+    assert_eq!(resp.status(), 200);
+    for (reviewer, label) in [("dr-a", 0), ("dr-b", 1)] {
+        let claim: Value = app
+            .as_subject(reqwest::Method::POST, "/v1/reviews/claim", reviewer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = claim["case"]["id"].as_str().unwrap().to_string();
+        let labeled = app
+            .as_subject(
+                reqwest::Method::POST,
+                &format!("/v1/reviews/{id}/labels"),
+                reviewer,
+            )
+            .json(&json!({ "label": label }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(labeled.status(), 200);
+    }
+    let m = app.metrics().await;
+    assert_eq!(
+        metric_value(&m, "triaged_review_reviewer_disagreement_count"),
+        Some(1.0),
+        "one case resolved by two reviewers"
+    );
+    assert_eq!(
+        metric_value(&m, "triaged_review_reviewer_disagreement_sum"),
+        Some(1.0),
+        "the two labels disagree: D = 1"
+    );
+}
