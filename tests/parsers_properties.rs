@@ -1490,13 +1490,11 @@ fn write_csv(dir: &Path, header: &[&str], rows: &[&[&str]]) -> PathBuf {
     path
 }
 
-/// BUG (csv_import::read_labeled): per-class counts are summed as u32 for the
-/// `--min-labels` check (`case_counts.iter().sum::<u32>()`), so two counts
-/// whose sum passes u32::MAX panic with "attempt to add with overflow" in a
-/// debug build (and wrap in release, dropping or keeping the case wrongly).
-/// Each count alone is accepted (`u32::try_from`). Un-ignore once fixed.
+/// Found by this file: per-class counts were summed as u32 unchecked, so two
+/// counts whose sum passed u32::MAX panicked ("attempt to add with overflow")
+/// in a debug build and wrapped in release. The per-case total is now checked
+/// and capped.
 #[test]
-#[ignore = "bug: read_labeled sums u32 counts with overflow (panics in debug)"]
 fn csv_counts_that_overflow_u32_together_are_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write_csv(dir.path(), &["a", "b", "x"], &[&["4294967295", "1", "0.5"]]);
@@ -1510,21 +1508,15 @@ fn csv_counts_that_overflow_u32_together_are_an_error_not_a_panic() {
         min_labels: 1,
         image_column: None,
     };
-    // Either answer is acceptable; a panic is not.
-    let _ = read_labeled(&opts);
-    let _ = import_csv(&opts);
+    assert!(read_labeled(&opts).is_err());
+    assert!(import_csv(&opts).is_err());
 }
 
-/// BUG (csv_import::class_names): without `--classes`, annotator (and long
-/// format) imports name the classes `0..=max` where `max` is the largest class
-/// index in any label cell, unbounded. A cell "18446744073709551615"
-/// (usize::MAX) panics with "capacity overflow" while collecting the names; a
-/// cell such as "4000000000" asks for ~100 GB of class names at once (an
-/// allocation failure aborts the process), and "100000000" builds 10^8
-/// strings. Only the usize::MAX case is run here — the others would abort or
-/// exhaust memory. Un-ignore once the class count is bounded.
+/// Found by this file: without `--classes`, annotator (and long format)
+/// imports named the classes `0..=max` for the largest class index in any label
+/// cell, unbounded ("18446744073709551615" panicked with "capacity overflow",
+/// "4000000000" asked for ~100 GB). Class indices are now bounded.
 #[test]
-#[ignore = "bug: class_names collects 0..=max for an unbounded max (usize::MAX panics: capacity overflow)"]
 fn csv_huge_class_index_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     for layout in [
@@ -1538,6 +1530,22 @@ fn csv_huge_class_index_is_an_error_not_a_panic() {
             dir.path(),
             &["id", "a", "b", "x"],
             &[&["1", "18446744073709551615", "0", "0.5"]],
+        );
+        let opts_huge = CsvImport {
+            csv: csv.clone(),
+            labels: layout.clone(),
+            features: Some(vec!["x".into()]),
+            reference: None,
+            split: None,
+            classes: None,
+            min_labels: 0,
+            image_column: None,
+        };
+        assert!(read_labeled(&opts_huge).is_err());
+        let csv = write_csv(
+            dir.path(),
+            &["id", "a", "b", "x"],
+            &[&["1", "4000000000", "0", "0.5"]],
         );
         let opts = CsvImport {
             csv,

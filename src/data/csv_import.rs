@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use super::{Dataset, Inputs, Split};
 
+/// Most labels one case may carry (so every per-case sum fits a `u32`).
+pub const MAX_LABELS_PER_CASE: u32 = 1_000_000;
+/// Most classes a data set may have when they are inferred from class indices.
+pub const MAX_CLASSES: usize = 10_000;
+
 /// Where the human labels are in the CSV.
 #[derive(Debug, Clone)]
 pub enum LabelLayout {
@@ -318,9 +323,20 @@ pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
                 }
             }
         }
+        let total = case_counts
+            .iter()
+            .try_fold(0u32, |a, &c| a.checked_add(c))
+            .filter(|&t| t <= MAX_LABELS_PER_CASE)
+            .ok_or_else(|| {
+                ctx.err(
+                    Some(first.line),
+                    None,
+                    format!("the case's labels add up to more than {MAX_LABELS_PER_CASE}"),
+                )
+            })?;
         // Cases dropped by --min-labels are not imported, so their other cells
         // are not checked either.
-        if case_counts.iter().sum::<u32>() < opts.min_labels {
+        if total < opts.min_labels {
             dropped += 1;
             continue;
         }
@@ -436,6 +452,13 @@ fn class_names(
                             format!("label '{text}' is not a class index; name the classes with --classes"),
                         )
                     })?;
+                    if v >= MAX_CLASSES {
+                        return Err(ctx.err(
+                            Some(row.line),
+                            Some(&header[col]),
+                            format!("class index {v} is beyond the {MAX_CLASSES} classes a data set may have"),
+                        ));
+                    }
                     max = max.max(v);
                 }
             }
