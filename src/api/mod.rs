@@ -1,7 +1,8 @@
 //! The HTTP API (docs/api.md): one resource per file — native triage (`/v1`),
 //! models and admin, the Open Inference Protocol (`/v2`), operations (metrics,
 //! OpenAPI) — plus the middleware every route shares: request metrics, and a
-//! guarantee that every error leaves as `application/problem+json`.
+//! guarantee that every error leaves as `application/problem+json`, and a 405
+//! with `Allow` for a known path asked with a method it does not serve.
 
 pub mod caller;
 pub mod image_input;
@@ -13,14 +14,15 @@ pub mod problem;
 pub mod reviews;
 pub mod triage;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use actix_web::body::{to_bytes, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use utoipa::OpenApi;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -48,6 +50,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             .error_handler(move |err, _req| problem::json_error(err, max_body).into()),
     )
     .app_data(web::PayloadConfig::new(max_body))
+    .app_data(
+        web::QueryConfig::default().error_handler(|err, _req| problem::query_error(err).into()),
+    )
     .service(triage::triage_default)
     .service(triage::triage_named)
     .service(models::list_models)
@@ -79,12 +84,182 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .default_service(web::to(not_found));
 }
 
-async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
+/// No route served the request: a 405 with `Allow` when the path is one of the
+/// API's (the OpenAPI document's templates) but the method is not, else a 404.
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let path = req.path();
+    if let Some(route) = Route::most_specific(path) {
+        let method = req.method().as_str();
+        if !route.methods.contains(&method) {
+            let allow = route.methods.join(", ");
+            let mut resp = problem_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                &format!("{method} is not allowed on {path}; allowed: {allow}"),
+                path.starts_with("/v2"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(ALLOW, value);
+            }
+            return resp;
+        }
+    }
+    actix_web::ResponseError::error_response(&ApiError::NotFound(format!(
+        "no route for {} {path}",
+        req.method()
     )))
+}
+
+/// A path template of the OpenAPI document and the methods it serves.
+struct Route {
+    /// `None` for a `{param}` segment (any non-empty segment).
+    segments: Vec<Option<String>>,
+    methods: Vec<&'static str>,
+}
+
+impl Route {
+    /// Every route of the API, read once from the OpenAPI document (which lists
+    /// every handler, so the two cannot drift apart).
+    fn all() -> &'static [Route] {
+        static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+            openapi::ApiDoc::openapi()
+                .paths
+                .paths
+                .iter()
+                .map(|(path, item)| Route {
+                    segments: path
+                        .split('/')
+                        .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_string()))
+                        .collect(),
+                    methods: [
+                        ("GET", item.get.is_some()),
+                        ("HEAD", item.head.is_some()),
+                        ("POST", item.post.is_some()),
+                        ("PUT", item.put.is_some()),
+                        ("PATCH", item.patch.is_some()),
+                        ("DELETE", item.delete.is_some()),
+                        ("OPTIONS", item.options.is_some()),
+                        ("TRACE", item.trace.is_some()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(m, served)| served.then_some(m))
+                    .collect(),
+                })
+                .collect()
+        });
+        &ROUTES
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let mut parts = path.split('/');
+        self.segments.iter().all(|seg| match (seg, parts.next()) {
+            (Some(literal), Some(part)) => literal == part,
+            (None, Some(part)) => !part.is_empty(),
+            (_, None) => false,
+        }) && parts.next().is_none()
+    }
+
+    /// The route `path` names: of the templates it matches, the one with a
+    /// literal segment where the others have a parameter (`/v1/reviews/claim`
+    /// over `/v1/reviews/{case_id}`), as the router prefers it.
+    fn most_specific(path: &str) -> Option<&'static Route> {
+        Route::all()
+            .iter()
+            .filter(|r| r.matches(path))
+            .max_by_key(|r| r.segments.iter().map(Option::is_some).collect::<Vec<_>>())
+    }
+}
+
+/// Integer fields that also take an integral number written as a float (`377.0`),
+/// as JSON Schema's `integer` does; a fractional or out-of-range number is a
+/// data error (422 on `/v1`). `#[serde(deserialize_with = "…::integral::one")]`
+/// or `"…::integral::many"` for a `Vec`.
+pub mod integral {
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Number;
+
+    fn convert<T: TryFrom<i128>, E: Error>(n: &Number) -> Result<T, E> {
+        let wide = match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i128::from(i),
+            (None, Some(u), _) => i128::from(u),
+            (None, None, Some(f)) if f.fract() == 0.0 => f as i128, // saturates
+            (None, None, Some(f)) => {
+                return Err(E::invalid_value(Unexpected::Float(f), &"an integer"))
+            }
+            (None, None, None) => {
+                return Err(E::invalid_value(
+                    Unexpected::Other("a number"),
+                    &"an integer",
+                ))
+            }
+        };
+        T::try_from(wide).map_err(|_| {
+            E::invalid_value(
+                Unexpected::Other(&format!("the number {n}")),
+                &"an integer in the field's range",
+            )
+        })
+    }
+
+    /// One integer.
+    pub fn one<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<T, D::Error> {
+        convert(&Number::deserialize(d)?)
+    }
+
+    /// An array of integers.
+    pub fn many<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<Vec<T>, D::Error> {
+        Vec::<Number>::deserialize(d)?.iter().map(convert).collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(Debug, serde::Deserialize)]
+        struct Label {
+            #[serde(deserialize_with = "super::one")]
+            label: i64,
+        }
+
+        #[derive(Debug, serde::Deserialize)]
+        struct Shape {
+            #[serde(deserialize_with = "super::many")]
+            shape: Vec<u8>,
+        }
+
+        fn label(json: &str) -> Result<i64, serde_json::Error> {
+            serde_json::from_str::<Label>(json).map(|l| l.label)
+        }
+
+        #[test]
+        fn integral_numbers_are_integers() {
+            assert_eq!(label(r#"{"label": 3}"#).unwrap(), 3);
+            assert_eq!(label(r#"{"label": -2}"#).unwrap(), -2);
+            assert_eq!(label(r#"{"label": 377.0}"#).unwrap(), 377);
+            assert_eq!(label(r#"{"label": -1e3}"#).unwrap(), -1000);
+            let shape: Shape = serde_json::from_str(r#"{"shape": [1, 8.0]}"#).unwrap();
+            assert_eq!(shape.shape, vec![1, 8]);
+        }
+
+        #[test]
+        fn fractions_and_out_of_range_numbers_are_data_errors() {
+            for bad in [
+                r#"{"label": 0.5}"#,
+                r#"{"label": 1e30}"#,
+                r#"{"label": 9223372036854775808}"#,
+                r#"{"label": "1"}"#,
+                r#"{"label": null}"#,
+            ] {
+                let e = label(bad).unwrap_err();
+                assert_eq!(
+                    e.classify(),
+                    serde_json::error::Category::Data,
+                    "{bad}: {e}"
+                );
+            }
+            assert!(serde_json::from_str::<Shape>(r#"{"shape": [256]}"#).is_err());
+            assert!(serde_json::from_str::<Shape>(r#"{"shape": [-1]}"#).is_err());
+        }
+    }
 }
 
 /// Records `triaged_http_requests_total` and the request duration by route

@@ -59,7 +59,13 @@ fn describe(state: &AppState, m: &LoadedModel) -> ModelDescription {
 }
 
 /// Models in service.
-#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, body = ModelList)))]
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses(
+        (status = 200, body = ModelList),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client or reviewer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[get("/v1/models")]
 pub async fn list_models(
     state: web::Data<AppState>,
@@ -80,7 +86,10 @@ pub async fn list_models(
     params(("model" = String, Path, description = "Model name")),
     responses(
         (status = 200, body = ModelDescription),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client or reviewer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/models/{model}")]
@@ -101,7 +110,9 @@ pub async fn get_model(
     params(("model" = String, Path, description = "Model name")),
     responses(
         (status = 200, body = ReloadOutcome),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Bundle refused; the old version keeps serving", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -129,17 +140,43 @@ pub async fn reload_model(
 /// Most outcomes of each kind one audit report may carry.
 const MAX_AUDIT_REPORT: u64 = 1_000_000;
 
-/// Outcomes of audited automated cases, reported by a reviewer tool.
+/// Outcomes of audited automated cases, reported by a reviewer tool: at least
+/// one outcome, at most 1,000,000 of each kind per report.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"correct": 40, "wrong": 2}))]
 pub struct AuditOutcomes {
     /// Audited cases where the model's answer was right (at most 1,000,000 per report).
-    #[schema(maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::integral::one")]
+    #[schema(minimum = 0, maximum = 1_000_000, format = Int32)]
     pub correct: u64,
     /// Audited cases where the model's answer was wrong (at most 1,000,000 per report).
-    #[schema(maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::integral::one")]
+    #[schema(minimum = 0, maximum = 1_000_000, format = Int32)]
     pub wrong: u64,
+}
+
+impl AuditOutcomes {
+    /// The rule across the two fields that the derived schema cannot state:
+    /// `correct + wrong >= 1` (the OpenAPI document adds it, see `openapi.rs`).
+    pub fn at_least_one_outcome() -> utoipa::openapi::Schema {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
+        let at_least_one = |field: &str| {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .required(field)
+                .property(
+                    field,
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                )
+        };
+        AnyOfBuilder::new()
+            .item(at_least_one("correct"))
+            .item(at_least_one("wrong"))
+            .into()
+    }
 }
 
 /// Record outcomes of audited cases for the version in service. When the audited
@@ -150,8 +187,14 @@ pub struct AuditOutcomes {
     request_body = AuditOutcomes,
     responses(
         (status = 200, body = AuditStatus),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No outcome, more than 1,000,000 of a kind, or not integers", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/admin/models/{model}/audit")]

@@ -72,6 +72,10 @@ pub struct Problem {
     pub status: u16,
     /// What exactly was wrong.
     pub detail: String,
+    /// The same text, on Open Inference Protocol (`/v2`) routes: the member
+    /// the protocol's clients read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -192,6 +196,18 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
             other => ApiError::BadRequest(format!("could not read the request body: {other}")),
         },
         other => ApiError::BadRequest(other.to_string()),
+    }
+}
+
+/// Maps actix's query-string extractor failures (set on `QueryConfig`) to a 422:
+/// a parameter of the wrong type or out of its type's range, or one given twice.
+pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
+    use actix_web::error::QueryPayloadError as Q;
+    match err {
+        Q::Deserialize(e) => {
+            ApiError::Unprocessable(format!("the query string does not match the schema: {e}"))
+        }
+        other => ApiError::Unprocessable(format!("the query string is not usable: {other}")),
     }
 }
 

@@ -14,39 +14,69 @@ use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::model::InputSchema;
 use crate::store::{
-    Agreement, AuditEntry, Case, CaseStatus, Claim, LabelOutcome, Lease, QueueStats,
+    Agreement, AuditEntry, Case, CaseStatus, Claim, LabelOutcome, Lease, QueueStats, StoreError,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"label": 1}))]
 pub struct LabelRequest {
-    /// Class index.
+    /// Class index, `0..` the number of the case's classes (an integral number
+    /// such as `1.0` is accepted; a fraction is refused, 422).
+    #[serde(deserialize_with = "super::integral::one")]
+    #[schema(minimum = 0, maximum = 2_147_483_647, format = Int32)]
     pub label: i64,
 }
 
+/// Most cases one page of `GET /v1/reviews` lists.
+const MAX_LIST_PAGE: i64 = 1000;
+/// Most entries one page of `GET /v1/audit` holds.
+const MAX_AUDIT_PAGE: i64 = 10_000;
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `pending`, `resolved` or `dead_letter`.
+    #[param(schema_with = case_status_schema)]
     pub status: Option<String>,
+    /// Only cases of this model.
     pub model: Option<String>,
-    /// At most 1000 (default 100).
+    /// Cases per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Cases to skip (default 0).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub offset: Option<i64>,
 }
 
+/// `pending`, `resolved` or `dead_letter`.
+fn case_status_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("Only cases in this status."))
+        .enum_values(Some(CaseStatus::ALL.map(|s| s.as_str())))
+        .build()
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ModelQuery {
     /// Model name (default: the default model).
     pub model: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only entries about this case.
     pub case_id: Option<String>,
     /// Entries per page, 1 to 10,000 (default 1000).
+    #[param(minimum = 1, maximum = 10_000)]
     pub limit: Option<i64>,
-    /// A cursor: only entries after this id (the last `id` of the previous page).
-    /// A full page also says where the next starts, in a `Link: rel="next"` header.
+    /// A cursor: only entries after this id (the last `id` of the previous page;
+    /// default 0). A full page also says where the next starts, in a
+    /// `Link: rel="next"` header.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<i64>,
 }
 
@@ -54,8 +84,9 @@ pub struct AuditQuery {
 /// nothing for you now.
 #[utoipa::path(post, path = "/v1/reviews/claim", tag = "reviews",
     responses((status = 200, body = Claim), (status = 204, description = "Nothing to review now"),
-              (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 403, body = Problem, content_type = "application/problem+json")))]
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not a reviewer", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/claim")]
 pub async fn claim(state: web::Data<AppState>, caller: Reviewer) -> Result<HttpResponse, ApiError> {
     match state
@@ -71,8 +102,11 @@ pub async fn claim(state: web::Data<AppState>, caller: Reviewer) -> Result<HttpR
 /// Read a case: reviewers only the cases they claimed; admins any.
 #[utoipa::path(get, path = "/v1/reviews/{case_id}", tag = "reviews",
     params(("case_id" = String, Path)),
-    responses((status = 200, body = Case), (status = 403, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Case),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not a reviewer, or a case claimed by someone else", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/{case_id}")]
 pub async fn get_case(
     state: web::Data<AppState>,
@@ -89,9 +123,11 @@ pub async fn get_case(
 #[utoipa::path(get, path = "/v1/reviews/{case_id}/image", tag = "reviews",
     params(("case_id" = String, Path)),
     responses((status = 200, description = "The case's image", content_type = "image/png"),
-              (status = 403, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 409, body = Problem, content_type = "application/problem+json")))]
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not a reviewer, or a case claimed by someone else", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such case, or not an image case", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The case does not fit the served model's image", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/{case_id}/image")]
 pub async fn case_image(
     state: web::Data<AppState>,
@@ -161,9 +197,16 @@ fn served_image_size(state: &AppState, model: &str) -> Option<(usize, usize, usi
 /// label resolves the case.
 #[utoipa::path(post, path = "/v1/reviews/{case_id}/labels", tag = "reviews",
     params(("case_id" = String, Path)), request_body = LabelRequest,
-    responses((status = 200, body = LabelOutcome), (status = 403, body = Problem, content_type = "application/problem+json"),
-              (status = 409, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = LabelOutcome),
+              (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not a reviewer, or not your claim", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Already labeled by you, or not pending", body = Problem, content_type = "application/problem+json"),
+              (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+              (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Not a label of the case's classes", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/{case_id}/labels")]
 pub async fn label(
     state: web::Data<AppState>,
@@ -213,7 +256,12 @@ pub async fn label(
 /// Extend your lease on a claimed case.
 #[utoipa::path(post, path = "/v1/reviews/{case_id}/renew", tag = "reviews",
     params(("case_id" = String, Path)),
-    responses((status = 200, body = Lease), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Lease),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not a reviewer", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Not your claim", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/{case_id}/renew")]
 pub async fn renew(
     state: web::Data<AppState>,
@@ -231,7 +279,12 @@ pub async fn renew(
 /// Give a claimed case back to the queue.
 #[utoipa::path(post, path = "/v1/reviews/{case_id}/release", tag = "reviews",
     params(("case_id" = String, Path)),
-    responses((status = 204), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Released"),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not a reviewer", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Not your claim", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/{case_id}/release")]
 pub async fn release(
     state: web::Data<AppState>,
@@ -247,7 +300,11 @@ pub async fn release(
 
 /// List cases (admin).
 #[utoipa::path(get, path = "/v1/reviews", tag = "reviews", params(ListQuery),
-    responses((status = 200, body = Vec<Case>), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<Case>),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "A query parameter out of range or of the wrong type", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews")]
 pub async fn list(
     state: web::Data<AppState>,
@@ -255,10 +312,10 @@ pub async fn list(
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) || q.offset.unwrap_or(0) < 0 {
-        return Err(ApiError::Unprocessable(
-            "limit must be in 1..=1000 and offset >= 0".into(),
-        ));
+    if !(1..=MAX_LIST_PAGE).contains(&limit) || q.offset.unwrap_or(0) < 0 {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be in 1..={MAX_LIST_PAGE} and offset >= 0"
+        )));
     }
     let status = q
         .status
@@ -280,7 +337,11 @@ pub async fn list(
 }
 
 /// Queue depth by status and the oldest pending case's age (admin).
-#[utoipa::path(get, path = "/v1/reviews/stats", tag = "reviews", responses((status = 200, body = QueueStats)))]
+#[utoipa::path(get, path = "/v1/reviews/stats", tag = "reviews",
+    responses((status = 200, body = QueueStats),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/stats")]
 pub async fn stats(state: web::Data<AppState>, _caller: Admin) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.store.stats().await?))
@@ -290,7 +351,11 @@ pub async fn stats(state: web::Data<AppState>, _caller: Admin) -> Result<HttpRes
 /// `triaged train --data` reads (admin).
 #[utoipa::path(get, path = "/v1/reviews/export", tag = "reviews", params(ModelQuery),
     responses((status = 200, description = "Dataset (safetensors)", content_type = "application/octet-stream"),
-              (status = 404, body = Problem, content_type = "application/problem+json")))]
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "The model has no resolved cases", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "A query parameter of the wrong type, or cases of several input schemas", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/export")]
 pub async fn export(
     state: web::Data<AppState>,
@@ -300,7 +365,17 @@ pub async fn export(
     let model = model_or_default(&state, &q);
     // Image cases store pixels; the served model says their size.
     let image = served_image_size(&state, &model);
-    let data = state.store.export(&model, image).await?;
+    let data = state
+        .store
+        .export(&model, image)
+        .await
+        .map_err(|e| match e {
+            // The store's NotFound names a case; here nothing was found to export.
+            StoreError::NotFound(_) => {
+                ApiError::NotFound(format!("model '{model}' has no resolved cases"))
+            }
+            e => e.into(),
+        })?;
     let bytes = crate::data::format::to_bytes(&data)
         .map_err(|e| ApiError::Internal(format!("writing the export: {e:#}")))?;
     let detail = format!("model={model} cases={}", data.len());
@@ -317,7 +392,11 @@ pub async fn export(
 /// Model versus reviewers on resolved cases — in shadow mode, the evidence for
 /// going live (admin).
 #[utoipa::path(get, path = "/v1/reviews/agreement", tag = "reviews", params(ModelQuery),
-    responses((status = 200, body = Agreement)))]
+    responses((status = 200, body = Agreement),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "A query parameter of the wrong type", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reviews/agreement")]
 pub async fn agreement(
     state: web::Data<AppState>,
@@ -330,15 +409,24 @@ pub async fn agreement(
 
 /// The append-only audit log (admin).
 #[utoipa::path(get, path = "/v1/audit", tag = "reviews", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>)))]
+    responses((status = 200, body = Vec<AuditEntry>),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "A query parameter out of range or of the wrong type", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/audit")]
 pub async fn audit_log(
     state: web::Data<AppState>,
     _caller: Admin,
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let after = q.after.unwrap_or(0).max(0);
+    let limit = q.limit.unwrap_or(1000);
+    let after = q.after.unwrap_or(0);
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) || after < 0 {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be in 1..={MAX_AUDIT_PAGE} and after >= 0"
+        )));
+    }
     let entries = state
         .store
         .audit_entries(q.case_id.as_deref(), after, limit)

@@ -22,15 +22,20 @@ use crate::triage::{TriageCore, TriageRequest as CoreRequest, Triaged, Uncertain
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"request_id": "order-1", "instances": [{"id": "nodule-1", "features": [2193.25, 22.61, 5.5, 234.6, 110.2, 3.0, 0.65, 1]}]}))]
 pub struct TriageRequest {
-    /// Cases to triage (at least 1, at most `server.max_instances`).
+    /// Cases to triage (at least 1, at most `server.max_instances`, 1024 by default).
+    #[schema(min_items = 1)]
     pub instances: Vec<Instance>,
-    /// Client's idempotency key (1 to 200 characters), echoed back. Scoped to the
-    /// caller and the model: the same key with the same body returns the first
+    /// Client's idempotency key (1 to 200 bytes of UTF-8), echoed back. Scoped to
+    /// the caller and the model: the same key with the same body returns the first
     /// answer unchanged; with another body it is refused (409).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub request_id: Option<String>,
 }
 
+/// One case: exactly one of `features` (feature models) or `image` (image
+/// models); which one, how many features and their names depend on the model
+/// (`GET /v1/models/{model}`).
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
@@ -38,13 +43,61 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Feature values: an array in the model's order, or an object `{name: value}`
-    /// naming every feature exactly once.
+    /// naming every feature exactly once. Finite, within single precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = features_schema)]
     pub features: Option<serde_json::Value>,
     /// Base64 PNG or JPEG, for image models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+}
+
+/// Largest magnitude that is still finite once rounded to `f32`: 2^128 - 2^103,
+/// exclusive (the midpoint between `f32::MAX` and infinity rounds to infinity).
+const F32_LIMIT: f64 = 340_282_356_779_733_661_637_539_395_458_142_568_448.0;
+
+/// `features`: an array of numbers, an object of numbers, or null (absent).
+fn features_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+    };
+    let value = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .exclusive_minimum(Some(-F32_LIMIT))
+            .exclusive_maximum(Some(F32_LIMIT))
+    };
+    OneOfBuilder::new()
+        .item(ArrayBuilder::new().items(value()))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(AdditionalProperties::RefOr(value().into()))),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+impl Instance {
+    /// The rule across fields that the derived schema cannot state: exactly one
+    /// of `features` and `image` is given (not null); the OpenAPI document adds
+    /// it (see `openapi.rs`).
+    pub fn exactly_one_input() -> utoipa::openapi::Schema {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let given = |field: &str, types: Vec<Type>| {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .required(field)
+                .property(
+                    field,
+                    ObjectBuilder::new().schema_type(SchemaType::Array(types)),
+                )
+        };
+        OneOfBuilder::new()
+            .item(given("features", vec![Type::Array, Type::Object]))
+            .item(given("image", vec![Type::String]))
+            .into()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -363,6 +416,8 @@ fn json_response(body: String) -> HttpResponse {
     responses(
         (status = 200, description = "One result per instance", body = TriageResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "request_id reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -388,6 +443,9 @@ pub async fn triage_named(
     responses(
         (status = 200, description = "One result per instance", body = TriageResponse),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No default model", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "request_id reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),

@@ -15,12 +15,15 @@ use crate::triage::Triaged;
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "order-1", "inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32", "data": [2193.25, 22.61, 5.5, 234.6, 110.2, 3.0, 0.65, 1]}]}))]
 pub struct InferRequest {
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::request_schema::request_parameters)]
     pub parameters: Option<serde_json::Value>,
+    /// The model's one input tensor (or several, one of them named after it).
+    #[schema(min_items = 1)]
     pub inputs: Vec<InputTensor>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
@@ -29,22 +32,27 @@ pub struct InferRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InputTensor {
     pub name: String,
+    /// Dimensions (an integral number such as `8.0` is accepted).
+    #[serde(deserialize_with = "crate::api::integral::many")]
+    #[schema(schema_with = super::request_schema::shape)]
     pub shape: Vec<i64>,
+    #[schema(schema_with = super::request_schema::datatype)]
     pub datatype: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
     /// Row-major values, flat or nested (absent when sent as binary).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::request_schema::tensor_data)]
     pub data: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestedOutput {
+    #[schema(schema_with = super::request_schema::output_name)]
     pub name: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = super::request_schema::any_value)]
     pub parameters: Option<serde_json::Value>,
 }
 

@@ -52,6 +52,96 @@ pub struct Ready {
     pub ready: bool,
 }
 
+/// Schemas of the request documents' fields ([`codec::InferRequest`] and its
+/// parts) that the derive cannot state: what the server really takes.
+pub mod request_schema {
+    use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
+
+    use super::codec::OUTPUTS;
+
+    /// The protocol's tensor datatypes.
+    pub const DATATYPES: [&str; 14] = [
+        "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+        "FP32", "FP64", "BF16", "BYTES",
+    ];
+
+    /// Request-level `parameters`: only `request_id` is read (a string, 1 to 200
+    /// bytes: the idempotency key); anything else is ignored.
+    pub fn request_parameters() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .description(Some(
+                "Request parameters. `request_id` (1 to 200 bytes of UTF-8) is the client's \
+                 idempotency key: the same key with the same body returns the first answer; \
+                 with another body it is refused (409). Other members are ignored.",
+            ))
+            .property(
+                "request_id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(200)),
+            )
+            .build()
+    }
+
+    /// A tensor's shape: dimensions >= 0.
+    pub fn shape() -> utoipa::openapi::schema::Array {
+        ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(0))
+                    .maximum(Some(i64::MAX)),
+            )
+            .build()
+    }
+
+    pub fn datatype() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(DATATYPES))
+            .build()
+    }
+
+    /// A tensor's `data`: row-major values, flat or nested arrays of numbers
+    /// (booleans for BOOL, base64 strings for BYTES); null or absent when the
+    /// tensor is sent as binary data.
+    pub fn tensor_data() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![
+                Type::Array,
+                Type::Number,
+                Type::Boolean,
+                Type::String,
+                Type::Null,
+            ]))
+            .description(Some(
+                "Row-major values, flat or nested (absent when sent as binary).",
+            ))
+            .build()
+    }
+
+    /// An output the server can produce (`human_error` only for models with
+    /// that head).
+    pub fn output_name() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(OUTPUTS.map(|o| o.name())))
+            .build()
+    }
+
+    /// Any JSON value (ignored by the server).
+    pub fn any_value() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .build()
+    }
+}
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/v2/health/live", tag = "oip", responses((status = 200, body = Live)))]
 #[get("/v2/health/live")]
@@ -132,7 +222,13 @@ fn metadata(state: &AppState, m: &LoadedModel) -> ModelMetadata {
 #[utoipa::path(
     get, path = "/v2/models/{model}", tag = "oip",
     params(("model" = String, Path, description = "Model name")),
-    responses((status = 200, body = ModelMetadata), (status = 404, body = Problem, content_type = "application/problem+json"))
+    responses(
+        (status = 200, body = ModelMetadata),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/v2/models/{model}")]
 pub async fn model_metadata(
@@ -144,6 +240,21 @@ pub async fn model_metadata(
     Ok(HttpResponse::Ok().json(metadata(&state, &m)))
 }
 
+/// Model metadata of one version (404 unless it is the version in service).
+#[utoipa::path(
+    get, path = "/v2/models/{model}/versions/{version}", tag = "oip",
+    params(
+        ("model" = String, Path, description = "Model name"),
+        ("version" = String, Path, description = "Model version"),
+    ),
+    responses(
+        (status = 200, body = ModelMetadata),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model, or not the version in service", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[get("/v2/models/{model}/versions/{version}")]
 pub async fn model_version_metadata(
     state: web::Data<AppState>,
@@ -159,7 +270,13 @@ pub async fn model_version_metadata(
 #[utoipa::path(
     get, path = "/v2/models/{model}/ready", tag = "oip",
     params(("model" = String, Path, description = "Model name")),
-    responses((status = 200, body = Ready), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json"))
+    responses(
+        (status = 200, body = Ready),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/v2/models/{model}/ready")]
 pub async fn model_ready(
@@ -171,6 +288,21 @@ pub async fn model_ready(
     Ok(HttpResponse::Ok().json(Ready { ready: true }))
 }
 
+/// Readiness of one version (404 unless it is the version in service).
+#[utoipa::path(
+    get, path = "/v2/models/{model}/versions/{version}/ready", tag = "oip",
+    params(
+        ("model" = String, Path, description = "Model name"),
+        ("version" = String, Path, description = "Model version"),
+    ),
+    responses(
+        (status = 200, body = Ready),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model, or not the version in service", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[get("/v2/models/{model}/versions/{version}/ready")]
 pub async fn model_version_ready(
     state: web::Data<AppState>,
@@ -191,10 +323,14 @@ pub async fn model_version_ready(
     request_body = InferRequest,
     responses(
         (status = 200, body = InferResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON, not the protocol's shape, or an input the model cannot take", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model, or not the version in service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "parameters.request_id reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "parameters.request_id is not 1 to 200 bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, deadline passed, or model not loaded", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v2/models/{model}/infer")]
@@ -208,6 +344,27 @@ pub async fn infer(
     Ok(run_infer(&state, &caller, &path, None, req.headers(), body).await?)
 }
 
+/// Inference with one version (404 unless it is the version in service); as
+/// `POST /v2/models/{model}/infer`.
+#[utoipa::path(
+    post, path = "/v2/models/{model}/versions/{version}/infer", tag = "oip",
+    params(
+        ("model" = String, Path, description = "Model name"),
+        ("version" = String, Path, description = "Model version"),
+    ),
+    request_body = InferRequest,
+    responses(
+        (status = 200, body = InferResponse),
+        (status = 400, description = "Not JSON, not the protocol's shape, or an input the model cannot take", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a client", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model, or not the version in service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "parameters.request_id reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "parameters.request_id is not 1 to 200 bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, deadline passed, or model not loaded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/v2/models/{model}/versions/{version}/infer")]
 pub async fn infer_version(
     state: web::Data<AppState>,
