@@ -1,5 +1,5 @@
 //! Who is calling: bearer tokens (the scheme name in any case, RFC 7235) from config, stored as SHA-256 hashes, each with a
-//! role (`client`, `reviewer`, `admin`) and a subject. Deny by default: every route
+//! role (`client`, `reviewer`, `adjudicator`, `admin`) and a subject. Deny by default: every route
 //! except health, metrics and the OpenAPI document needs a role. With no tokens
 //! configured, a loopback bind is open (every caller is an admin, named by
 //! `X-Triaged-Subject` or `anonymous`) and logs a warning; a non-loopback bind
@@ -17,6 +17,8 @@ use crate::api::problem::ApiError;
 pub enum Role {
     Client,
     Reviewer,
+    /// Settles cases whose reviewers held no strict majority.
+    Adjudicator,
     Admin,
 }
 
@@ -25,6 +27,7 @@ impl Role {
         match self {
             Role::Client => "client",
             Role::Reviewer => "reviewer",
+            Role::Adjudicator => "adjudicator",
             Role::Admin => "admin",
         }
     }

@@ -8,6 +8,7 @@
 //!   preprocessing, the on-disk bundle, device selection, the loaded predictor.
 //! - [`train`]: AdamW training, early stopping, temperature scaling.
 //! - [`eval`]: metrics, the triage curve, reports and plots.
+//! - [`audit_monitor`]: the policy's audit monitor, kept in the store.
 //! - [`policy`]: triage decisions (automate / review, why, how many reviewers),
 //!   calibrated policies and certificates; [`stats`]: exact binomial statistics.
 //! - [`config`]: layered settings; [`startup`]: `Application::build`;
@@ -22,6 +23,7 @@
 //! - [`telemetry`]: tracing setup.
 
 pub mod api;
+pub mod audit_monitor;
 pub mod auth;
 pub mod batch;
 pub mod cli;

@@ -103,6 +103,7 @@ impl Application {
             )),
             tokio::spawn(maintain_queue(
                 store.clone(),
+                registry.clone(),
                 metrics.clone(),
                 Duration::from_secs(settings.store.rescue_interval_seconds),
                 shutdown.clone(),
@@ -113,6 +114,7 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let state_store = store.clone();
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -139,9 +141,12 @@ impl Application {
         .shutdown_timeout(shutdown_timeout)
         .run();
 
-        let loader = registry.clone();
-        tokio::task::spawn_blocking(move || {
-            loader.load_all();
+        let (loader, monitors) = (registry.clone(), state_store.clone());
+        tokio::spawn(async move {
+            let registry = loader.clone();
+            let _ = tokio::task::spawn_blocking(move || loader.load_all()).await;
+            // A restarted daemon resumes its monitors (a fall-back included) at once.
+            crate::audit_monitor::sync(&monitors, &registry).await;
         });
         Ok(Application {
             port,
@@ -183,10 +188,12 @@ impl Application {
     }
 }
 
-/// Rescues expired leases and refreshes the queue gauges, every `interval`,
-/// until `shutdown`.
+/// Rescues expired leases, refreshes the queue gauges and adopts the audit
+/// monitors' stored state (other daemons' outcomes), every `interval`, until
+/// `shutdown`.
 async fn maintain_queue(
     store: Arc<Store>,
+    registry: Arc<Registry>,
     metrics: Metrics,
     interval: Duration,
     shutdown: CancellationToken,
@@ -208,6 +215,7 @@ async fn maintain_queue(
                 .review_oldest_pending
                 .set(stats.oldest_pending_seconds.unwrap_or(0.0));
         }
+        crate::audit_monitor::sync(&store, &registry).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}

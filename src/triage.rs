@@ -264,6 +264,7 @@ fn routed_case(
         policy_route: d.policy_route.map(|r| r.name().to_string()),
         reviewers_needed: d.reviewers.max(1),
         escalate_on_disagreement: d.escalate_on_disagreement,
+        max_labels: model.policy.max_labels(),
         // Review first where the model is expected to do worst relative to a human.
         priority: ThresholdScore::Triage.of(p),
     }

@@ -66,6 +66,7 @@ fn new_case(i: usize, reviewers: u32, priority: f64) -> NewCase {
         policy_route: None,
         reviewers_needed: reviewers,
         escalate_on_disagreement: false,
+        max_labels: 4,
         priority,
     }
 }
@@ -133,17 +134,28 @@ async fn lifecycle(db: &TestDb) {
     let o = store.label(&id, ("dr-a", "reviewer"), 1).await.unwrap();
     assert_eq!((o.labels, o.status.as_str()), (1, "pending"));
     let o = store.label(&id, ("dr-b", "reviewer"), 0).await.unwrap();
+    // 1–1 is no majority: never "the lower class"; a third reviewer is asked.
+    assert_eq!(
+        (o.status, o.consensus, o.reviewers_needed),
+        (CaseStatus::Pending, None, 3)
+    );
+    store
+        .claim("dr-c", "reviewer")
+        .await
+        .unwrap()
+        .expect("the tie-breaker's claim");
+    let o = store.label(&id, ("dr-c", "reviewer"), 0).await.unwrap();
     assert_eq!(o.status, CaseStatus::Resolved);
-    assert_eq!(o.consensus, Some(0), "ties go to the lower class");
-    assert_eq!(o.disagreement, Some(1.0));
+    assert_eq!(o.consensus, Some(0), "two of three");
+    assert!((o.disagreement.unwrap() - 2.0 / 3.0).abs() < 1e-9);
     let r = o.resolution.expect("resolution reported");
     assert!(!r.model_correct);
     let case = store.case(&id).await.unwrap();
-    assert_eq!((case.status.as_str(), case.labels), ("resolved", 2));
+    assert_eq!((case.status.as_str(), case.labels), ("resolved", 3));
 
     let data = store.export("m", None).await.unwrap();
     assert_eq!(data.len(), 1);
-    assert_eq!(data.counts(0), [1, 1]);
+    assert_eq!(data.counts(0), [2, 1]);
     assert_eq!(data.features(0).unwrap(), [1.0, 1.5]);
     assert_eq!(data.class_names(), ["benign", "malignant"]);
     let stats = store.stats().await.unwrap();
@@ -290,7 +302,8 @@ async fn concurrent_claimers_get_distinct_reviewers(db: &TestDb) {
                             claim.case.id
                         );
                         store
-                            .label(&claim.case.id, (&me, "reviewer"), (r % 2) as i64)
+                            // Reviewers agree, so each case resolves at its k.
+                            .label(&claim.case.id, (&me, "reviewer"), 1)
                             .await
                             .unwrap();
                         done.push(claim.case.id);
@@ -651,4 +664,210 @@ async fn events_are_queued_only_for_subscribed_targets(db: &TestDb) {
 both_backends!(
     webhook_subscriptions,
     events_are_queued_only_for_subscribed_targets
+);
+
+/// Claims the case and labels it as `reviewer`.
+async fn claim_and_label(
+    store: &Store,
+    reviewer: &str,
+    label: i64,
+) -> triaged::store::LabelOutcome {
+    let claim = store
+        .claim(reviewer, "reviewer")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{reviewer} found nothing to claim"));
+    store
+        .label(&claim.case.id, (reviewer, "reviewer"), label)
+        .await
+        .unwrap()
+}
+
+fn five_class_case(i: usize, reviewers: u32) -> NewCase {
+    NewCase {
+        class_names: (0..5).map(|c| format!("c{c}")).collect(),
+        probabilities: vec![0.2; 5],
+        ..new_case(i, reviewers, 0.5)
+    }
+}
+
+async fn ties_ask_for_more_labels_then_adjudication_never_the_lowest_class(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let case = five_class_case(700, 2);
+    let id = case.id.clone();
+    put(&store, vec![case]).await;
+    claim_and_label(&store, "dr-a", 3).await;
+    // 1–1: no strict majority, so a third reviewer is asked for.
+    let o = claim_and_label(&store, "dr-b", 2).await;
+    assert_eq!((o.status, o.reviewers_needed), (CaseStatus::Pending, 3));
+    // 1–1–1, then 1–1–1–1 at the cap of 4: adjudication, never class 0..
+    let o = claim_and_label(&store, "dr-c", 4).await;
+    assert_eq!((o.status, o.reviewers_needed), (CaseStatus::Pending, 4));
+    let o = claim_and_label(&store, "dr-d", 1).await;
+    assert_eq!(o.status, CaseStatus::Adjudication);
+    assert_eq!(o.consensus, None, "a tie is never resolved by vote");
+    assert!(
+        store.claim("dr-e", "reviewer").await.unwrap().is_none(),
+        "not claimable"
+    );
+    // Only a case in adjudication is adjudicated, with a class of its model.
+    assert!(matches!(
+        store.adjudicate(&id, ("root", "admin"), 9).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let o = store.adjudicate(&id, ("root", "admin"), 2).await.unwrap();
+    assert_eq!((o.status, o.consensus), (CaseStatus::Resolved, Some(2)));
+    let case = store.case(&id).await.unwrap();
+    assert_eq!(case.adjudicated_by.as_deref(), Some("root"));
+    assert_eq!(case.consensus, Some(2));
+    assert!(matches!(
+        store.adjudicate(&id, ("root", "admin"), 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let log = store.audit_entries(Some(&id), 0, 100).await.unwrap();
+    assert!(log
+        .iter()
+        .any(|e| e.action == "case.adjudicate" && e.actor == "root"));
+}
+both_backends!(
+    consensus_ties,
+    ties_ask_for_more_labels_then_adjudication_never_the_lowest_class
+);
+
+async fn a_strict_majority_resolves(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    put(&store, vec![five_class_case(710, 3)]).await;
+    claim_and_label(&store, "dr-a", 4).await;
+    claim_and_label(&store, "dr-b", 1).await;
+    let o = claim_and_label(&store, "dr-c", 4).await;
+    assert_eq!((o.status, o.consensus), (CaseStatus::Resolved, Some(4)));
+}
+both_backends!(strict_majority, a_strict_majority_resolves);
+
+async fn the_audit_monitor_state_is_shared_and_survives_a_reconnect(db: &TestDb) {
+    let a = open(db, Duration::from_secs(60), vec![]).await;
+    let bump = |stored: Option<&str>| -> Result<String, String> {
+        let n: u64 = stored.map_or(0, |s| s.parse().unwrap());
+        Ok((n + 1).to_string())
+    };
+    assert_eq!(a.update_monitor("m", "p1", None, bump).await.unwrap(), "1");
+    let b = open(db, Duration::from_secs(60), vec![]).await;
+    assert_eq!(b.update_monitor("m", "p1", None, bump).await.unwrap(), "2");
+    assert_eq!(
+        a.monitor_state("m", "p1").await.unwrap().as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        a.monitor_state("m", "p2").await.unwrap(),
+        None,
+        "per policy version"
+    );
+    // A refused update changes nothing.
+    assert!(matches!(
+        a.update_monitor("m", "p1", None, |_| Err("no".into()))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        b.monitor_state("m", "p1").await.unwrap().as_deref(),
+        Some("2")
+    );
+    // Concurrent updates from two daemons serialise.
+    let (x, y) = tokio::join!(
+        a.update_monitor("m", "p1", None, bump),
+        b.update_monitor("m", "p1", None, bump)
+    );
+    let mut got = [x.unwrap(), y.unwrap()];
+    got.sort();
+    assert_eq!(got, ["3".to_string(), "4".to_string()]);
+}
+both_backends!(
+    audit_monitor_state,
+    the_audit_monitor_state_is_shared_and_survives_a_reconnect
+);
+
+async fn the_adjudication_migration_keeps_existing_cases_leases_and_labels(db: &TestDb) {
+    // A queue as the previous release left it: migrations 0001 and 0002 only.
+    let backend = if db.url().starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let old = tempfile::tempdir().unwrap();
+    for f in ["0001_review_queue.sql", "0002_scoped_idempotency.sql"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/store/migrations")
+                .join(backend)
+                .join(f),
+            old.path().join(f),
+        )
+        .unwrap();
+    }
+    sqlx::any::install_default_drivers();
+    let url = if backend == "sqlite" {
+        format!("{}?mode=rwc", db.url())
+    } else {
+        db.url().to_string()
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cases (id, model, model_version, policy_version, instance_index, input, feature_names, \
+         class_names, model_class, probabilities, uncertainty, reason, reason_code, audit, reviewers_needed, \
+         escalate_on_disagreement, priority, status, created_at) \
+         VALUES ('old-1', 'm', '1', 'p', 0, '[1.0]', '[\"a\"]', '[\"x\",\"y\",\"z\"]', 1, '[0.2,0.5,0.3]', '{}', 'r', \
+         'c', 0, 2, 0, 0.5, 'pending', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO labels (case_id, reviewer, label, created_at) VALUES ('old-1', 'dr-a', 0, 2)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    // The new release migrates it; nothing is lost, and the new rules apply.
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let case = store.case("old-1").await.unwrap();
+    assert_eq!(
+        (case.status, case.labels, case.max_labels),
+        (CaseStatus::Pending, 1, 5)
+    );
+    claim_and_label(&store, "dr-b", 2).await; // 1–1: no majority
+    claim_and_label(&store, "dr-c", 1).await; // 1–1–1
+    claim_and_label(&store, "dr-d", 0).await; // 2–1–1: no strict majority
+    let o = claim_and_label(&store, "dr-e", 1).await; // 2–2–1 at the cap of 5
+    assert_eq!(o.status, CaseStatus::Adjudication);
+    if backend == "sqlite" {
+        // The rebuilt children still reference `cases`, and nothing dangles.
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        for child in ["leases", "labels"] {
+            let (parent,): (String,) = sqlx::query_as(&format!(
+                "SELECT \"table\" FROM pragma_foreign_key_list('{child}')"
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(parent, "cases", "{child}");
+        }
+        let dangling: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(dangling.is_empty(), "{dangling:?}");
+    }
+}
+both_backends!(
+    adjudication_migration,
+    the_adjudication_migration_keeps_existing_cases_leases_and_labels
 );

@@ -1,5 +1,5 @@
 //! Who is calling, as actix extractors that carry their role check: a handler
-//! takes a [`Client`], [`Reviewer`], [`Reader`] or [`Admin`] argument and cannot
+//! takes a [`Client`], [`Reviewer`], [`Reader`], [`Adjudicator`] or [`Admin`] argument and cannot
 //! run without that role (admins pass every check). The `Oip*` twins answer
 //! refusals in the Open Inference Protocol's error shape.
 
@@ -61,6 +61,10 @@ role_extractor!(
 role_extractor!(
     /// A client or a reviewer: reads model descriptions.
     Reader, ApiError, [Role::Client, Role::Reviewer]
+);
+role_extractor!(
+    /// A caller with the `adjudicator` role: settles cases whose reviewers tied.
+    Adjudicator, ApiError, [Role::Adjudicator]
 );
 role_extractor!(
     /// A caller with the `admin` role.

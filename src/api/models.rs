@@ -179,8 +179,10 @@ impl AuditOutcomes {
     }
 }
 
-/// Record outcomes of audited cases for the version in service. When the audited
-/// error's exact lower bound exceeds α, the policy falls back to review-all.
+/// Record outcomes of audited cases judged outside triaged, for the version in
+/// service. They feed the same anytime-valid monitor as resolved audit cases
+/// (kept in the store, shared by daemons); when it shows the automated error
+/// above α, the policy falls back to review-all until an admin clears it.
 #[utoipa::path(
     post, path = "/v1/admin/models/{model}/audit", tag = "admin",
     params(("model" = String, Path, description = "Model name")),
@@ -216,10 +218,59 @@ pub async fn record_audit(
             "at most {MAX_AUDIT_REPORT} outcomes of each kind per report"
         )));
     }
-    // The interval is recomputed once per report, off the async worker.
-    let status = web::block(move || m.policy.record_audit(correct, wrong))
-        .await
-        .map_err(|e| ApiError::Internal(format!("recording audits: {e}")))?
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    // O(1) statistics per report, in one store transaction.
+    let status = crate::audit_monitor::record(&state.store, &m, correct, wrong).await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+/// Why an admin clears a fall-back: what was done about it.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "recalibrated on March data; drift reviewed with the clinic"}))]
+pub struct ClearFallback {
+    /// Recorded in the audit log (1 to 1000 characters).
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: String,
+}
+
+/// Clear the audit monitor's fall-back after acting on it: the tests start
+/// afresh (the counts stay for the record), and the clearing is audited.
+#[utoipa::path(
+    post, path = "/v1/admin/models/{model}/audit/clear", tag = "admin",
+    params(("model" = String, Path, description = "Model name", example = "lidc-malignancy")),
+    request_body = ClearFallback,
+    responses(
+        (status = 200, body = AuditStatus),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reason given", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Model not loaded yet, or the store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/admin/models/{model}/audit/clear")]
+pub async fn clear_fallback(
+    state: web::Data<AppState>,
+    caller: Admin,
+    model: web::Path<String>,
+    body: web::Json<ClearFallback>,
+) -> Result<HttpResponse, ApiError> {
+    let m = served_model(&state, &model)?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(ApiError::Unprocessable(
+            "say what was done about the fall-back: 'reason' needs 1 to 1000 characters".into(),
+        ));
+    }
+    let status = crate::audit_monitor::clear(
+        &state.store,
+        &m,
+        (&caller.subject, caller.role.name()),
+        reason,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(status))
 }

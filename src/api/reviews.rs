@@ -8,7 +8,7 @@ use image::ImageEncoder;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::caller::{Admin, Reviewer};
+use super::caller::{Adjudicator, Admin, Reviewer};
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::auth::{Caller, Role};
@@ -226,30 +226,67 @@ pub async fn label(
         )));
     }
     state.metrics.review_labels.inc();
-    if let Some(r) = &outcome.resolution {
-        state
-            .metrics
-            .review_resolution
-            .observe(r.latency_ms as f64 / 1000.0);
-        if let Some(d) = outcome.disagreement {
-            state.metrics.review_disagreement.observe(d);
-        }
-        let agrees = if r.model_correct { "yes" } else { "no" };
-        state
-            .metrics
-            .review_model_agreement
-            .with_label_values(&[&r.model, agrees])
-            .inc();
-        // Audited automated cases tell the policy how often automation errs.
-        if r.audit {
-            if let Some(m) = state.registry.get(&r.model) {
-                let (right, wrong) = if r.model_correct { (1, 0) } else { (0, 1) };
-                if let Err(e) = m.policy.record_audit(right, wrong) {
-                    tracing::warn!(model = %r.model, error = %e, "audit outcome not recorded");
-                }
+    on_resolution(&state, &outcome).await;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// Metrics and the audit monitor learn of a case that just resolved.
+async fn on_resolution(state: &AppState, outcome: &LabelOutcome) {
+    let Some(r) = &outcome.resolution else {
+        return;
+    };
+    state
+        .metrics
+        .review_resolution
+        .observe(r.latency_ms as f64 / 1000.0);
+    if let Some(d) = outcome.disagreement {
+        state.metrics.review_disagreement.observe(d);
+    }
+    let agrees = if r.model_correct { "yes" } else { "no" };
+    state
+        .metrics
+        .review_model_agreement
+        .with_label_values(&[&r.model, agrees])
+        .inc();
+    // An audited automated case, judged by its reviewers' consensus (or an
+    // adjudicator), tells the monitor whether automation erred.
+    if r.audit {
+        if let Some(m) = state.registry.get(&r.model) {
+            let (right, wrong) = if r.model_correct { (1, 0) } else { (0, 1) };
+            if let Err(e) = crate::audit_monitor::record(&state.store, &m, right, wrong).await {
+                tracing::warn!(model = %r.model, error = %e, "audit outcome not recorded");
             }
         }
     }
+}
+
+/// Resolve a case in `adjudication` — its reviewers, asked until the policy's
+/// cap, held no strict majority — with your label (adjudicators and admins).
+/// Recorded as an adjudication on the case, in the audit log and the export.
+#[utoipa::path(post, path = "/v1/reviews/{case_id}/adjudicate", tag = "reviews",
+    params(("case_id" = String, Path)), request_body = LabelRequest,
+    responses((status = 200, body = LabelOutcome),
+              (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an adjudicator or admin", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "The case is not in adjudication", body = Problem, content_type = "application/problem+json"),
+              (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+              (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Not a label of the case's classes", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/reviews/{case_id}/adjudicate")]
+pub async fn adjudicate(
+    state: web::Data<AppState>,
+    caller: Adjudicator,
+    id: web::Path<String>,
+    body: web::Json<LabelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = state
+        .store
+        .adjudicate(&id, (&caller.subject, caller.role.name()), body.label)
+        .await?;
+    on_resolution(&state, &outcome).await;
     Ok(HttpResponse::Ok().json(outcome))
 }
 

@@ -152,6 +152,7 @@ pub fn calibrate(
             k_max: cfg.k_max,
             target_error: cfg.reviewer_target_error,
             escalate_on_disagreement: !cfg.no_escalation,
+            max_labels: None,
         },
         audit: AuditSpec {
             rate: cfg.audit_rate,

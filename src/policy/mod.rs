@@ -79,6 +79,10 @@ impl Route {
     }
 }
 
+/// Reviewers of an audited automated case: the model is compared with their
+/// consensus (more are asked while they have no strict majority).
+pub const AUDIT_REVIEWERS: u32 = 3;
+
 /// What the server does with the policy's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -222,6 +226,7 @@ impl Policy {
                 k_max: t.reviewers,
                 target_error: 0.0,
                 escalate_on_disagreement: false,
+                max_labels: None,
             },
             audit_rate: 0.0,
             audit: AuditMonitor::new(AuditSpec::default().alpha, AuditSpec::default().confidence),
@@ -311,10 +316,18 @@ impl Policy {
         self.audit.status()
     }
 
-    /// Records outcomes of audited cases (from the review queue or an external
-    /// labeling tool) and updates the audit metrics.
+    /// Records outcomes of audited cases in memory only (evaluation, tests); the
+    /// server records through the store (`crate::audit_monitor`) so the state
+    /// persists and is shared.
     pub fn record_audit(&self, correct: u64, wrong: u64) -> Result<AuditStatus, audit::AuditError> {
-        let status = self.audit.record(correct, wrong)?;
+        let mut next = self.audit.state();
+        next.record(&self.audit.config(), correct, wrong)?;
+        self.count_audit_outcomes(correct, wrong);
+        Ok(self.adopt_audit_state(next))
+    }
+
+    /// Counts reported outcomes in the audit metrics.
+    pub fn count_audit_outcomes(&self, correct: u64, wrong: u64) {
         if let Some((m, model)) = &self.metrics {
             m.audit_outcomes
                 .with_label_values(&[model, "correct"])
@@ -322,6 +335,13 @@ impl Policy {
             m.audit_outcomes
                 .with_label_values(&[model, "wrong"])
                 .inc_by(wrong);
+        }
+    }
+
+    /// Adopts a monitor state (from the store) and updates the audit gauges.
+    pub fn adopt_audit_state(&self, state: audit::MonitorState) -> AuditStatus {
+        let status = self.audit.replace(state);
+        if let Some((m, model)) = &self.metrics {
             m.audit_error_bound
                 .with_label_values(&[model, "lower"])
                 .set(status.lower);
@@ -332,7 +352,17 @@ impl Policy {
                 .with_label_values(&[model])
                 .set(i64::from(status.fallback));
         }
-        Ok(status)
+        status
+    }
+
+    /// Most labels a routed case is given while they hold no strict majority.
+    pub fn max_labels(&self) -> u32 {
+        self.reviewers.label_cap().max(AUDIT_REVIEWERS)
+    }
+
+    /// The audit monitor (its configuration, and the state last adopted).
+    pub fn audit_monitor(&self) -> &AuditMonitor {
+        &self.audit
     }
 
     /// Smallest k in 1..=k_max whose majority-vote error, at per-reviewer error
@@ -381,8 +411,10 @@ impl Policy {
             let s = self.audit.status();
             review(
                 format!(
-                    "audit fallback: audited error {}/{} (lower bound {:.4}) exceeds alpha {}; every case is reviewed",
-                    s.errors, s.audited, s.lower, s.alpha
+                    "audit fallback: {}; every case is reviewed until an admin clears it",
+                    s.fallback_reason
+                        .as_deref()
+                        .unwrap_or("the audited error exceeds alpha")
                 ),
                 "audit_fallback",
             )
@@ -397,7 +429,9 @@ impl Policy {
                 route: Route::Review,
                 reason: format!("audit sample (rate {}): {}", self.audit_rate, own.reason),
                 reason_code: "audit_sample",
-                reviewers: 1,
+                // The model is judged against a consensus, not one reviewer whose
+                // own errors would count as the model's.
+                reviewers: AUDIT_REVIEWERS,
                 escalate_on_disagreement: false,
                 audit: true,
                 ..own

@@ -83,6 +83,17 @@ pub struct ReviewerSpec {
     pub target_error: f64,
     /// Ask one more reviewer when the first label disagrees with the model.
     pub escalate_on_disagreement: bool,
+    /// Most labels a case is given while they hold no strict majority; still
+    /// tied, it goes to adjudication. Absent: `max(k_max + 2, 5)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_labels: Option<u32>,
+}
+
+impl ReviewerSpec {
+    /// The cap on labels per case (see `max_labels`).
+    pub fn label_cap(&self) -> u32 {
+        self.max_labels.unwrap_or((self.k_max + 2).max(5))
+    }
 }
 
 impl Default for ReviewerSpec {
@@ -91,6 +102,7 @@ impl Default for ReviewerSpec {
             k_max: 3,
             target_error: 0.05,
             escalate_on_disagreement: true,
+            max_labels: None,
         }
     }
 }

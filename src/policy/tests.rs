@@ -225,7 +225,8 @@ fn audit_samples_automated_cases_and_falls_back_visibly() {
     for d in decisions.iter().filter(|d| d.audit) {
         assert_eq!(
             (d.route, d.reviewers, d.reason_code),
-            (Route::Review, 1, "audit_sample")
+            (Route::Review, super::AUDIT_REVIEWERS, "audit_sample"),
+            "an audited case is judged by a consensus of reviewers"
         );
     }
     // Audits show 40% errors against alpha 0.05: fall back to review-all.
@@ -233,7 +234,7 @@ fn audit_samples_automated_cases_and_falls_back_visibly() {
     assert!(status.fallback);
     let d = p.decide(&pred(&[0.99, 0.01], 0.0, None));
     assert_eq!((d.route, d.reason_code), (Route::Review, "audit_fallback"));
-    assert!(d.reason.contains("40/100"), "{}", d.reason);
+    assert!(d.reason.contains("40 errors in 100"), "{}", d.reason);
 }
 
 #[test]

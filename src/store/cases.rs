@@ -37,6 +37,8 @@ pub struct NewCase {
     pub policy_route: Option<String>,
     pub reviewers_needed: u32,
     pub escalate_on_disagreement: bool,
+    /// Most labels asked for while they hold no strict majority; then adjudication.
+    pub max_labels: u32,
     /// Higher first.
     pub priority: f64,
 }
@@ -116,12 +118,17 @@ pub struct Case {
     pub created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<i64>,
+    /// Most labels asked for before the case goes to adjudication.
+    pub max_labels: i64,
+    /// Who adjudicated the case, when its reviewers held no strict majority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjudicated_by: Option<String>,
 }
 
 pub(crate) const CASE_COLUMNS: &str = "c.id, c.model, c.model_version, c.policy_version, c.request_id, c.instance_index, c.input, \
      c.feature_names, c.class_names, c.model_class, c.probabilities, c.uncertainty, c.reason, c.reason_code, c.audit, \
      c.policy_route, c.reviewers_needed, c.escalate_on_disagreement, c.escalated, c.priority, c.status, c.lease_failures, \
-     c.consensus, c.disagreement, c.created_at, c.resolved_at, \
+     c.consensus, c.disagreement, c.created_at, c.resolved_at, c.max_labels, c.adjudicated_by, \
      (SELECT COUNT(*) FROM labels l WHERE l.case_id = c.id) AS n_labels";
 
 pub(crate) fn case_from_row(row: &sqlx::any::AnyRow) -> StoreResult<Case> {
@@ -166,6 +173,8 @@ pub(crate) fn case_from_row(row: &sqlx::any::AnyRow) -> StoreResult<Case> {
         labels: row.try_get("n_labels")?,
         created_at: row.try_get("created_at")?,
         resolved_at: row.try_get("resolved_at")?,
+        max_labels: row.try_get("max_labels")?,
+        adjudicated_by: row.try_get("adjudicated_by")?,
     })
 }
 
@@ -489,8 +498,8 @@ async fn insert_case(
     sqlx::query(
         "INSERT INTO cases (id, model, model_version, policy_version, request_id, instance_index, input, \
          feature_names, class_names, model_class, probabilities, uncertainty, reason, reason_code, audit, \
-         policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'pending', $20)",
+         policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at, max_labels) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'pending', $20, $21)",
     )
     .bind(&c.id)
     .bind(&c.model)
@@ -512,6 +521,7 @@ async fn insert_case(
     .bind(i64::from(c.escalate_on_disagreement))
     .bind(c.priority)
     .bind(now)
+    .bind(i64::from(c.max_labels.max(c.reviewers_needed)))
     .execute(conn)
     .await?;
     Ok(())

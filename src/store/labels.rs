@@ -6,9 +6,10 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use super::audit::append_audit;
-use super::outbox::enqueue_event;
+use super::outbox::enqueue_event as queue_event;
+use super::Subscription;
 use super::{Backend, CaseStatus, Store, StoreError, StoreResult};
-use crate::data::targets::{majority, pairwise_disagreement};
+use crate::data::targets::pairwise_disagreement;
 
 /// What a submitted label did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -70,7 +71,7 @@ impl Store {
         };
         let row = sqlx::query(&format!(
             "SELECT model, model_class, class_names, status, reviewers_needed, escalate_on_disagreement, escalated, \
-             audit, created_at, consensus, disagreement FROM cases WHERE id = $1{lock}"
+             audit, created_at, consensus, disagreement, max_labels FROM cases WHERE id = $1{lock}"
         ))
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -190,56 +191,237 @@ impl Store {
             for &l in &labels {
                 counts[l as usize] += 1;
             }
-            let consensus = majority(&counts).map(|c| c as i64);
             let d = pairwise_disagreement(&counts);
-            // A NULL double does not bind portably (PostgreSQL rejects its format):
-            // write the literal instead.
-            match d {
-                Some(d) => {
-                    sqlx::query("UPDATE cases SET status = 'resolved', consensus = $1, disagreement = $2, resolved_at = $3 WHERE id = $4")
-                        .bind(consensus)
-                        .bind(d)
-                        .bind(now)
+            let max_labels: i64 = row.try_get("max_labels")?;
+            match strict_majority(&counts) {
+                Some(consensus) => {
+                    let resolution = resolve(
+                        conn,
+                        &self.options().webhook_targets,
+                        Resolved {
+                            id,
+                            model: &model,
+                            model_class,
+                            consensus: consensus as i64,
+                            disagreement: d,
+                            labels,
+                            audit: row.try_get::<i64, _>("audit")? != 0,
+                            created_at: row.try_get("created_at")?,
+                            adjudicator: None,
+                        },
+                        now,
+                    )
+                    .await?;
+                    outcome.status = CaseStatus::Resolved;
+                    outcome.consensus = Some(consensus as i64);
+                    outcome.disagreement = d;
+                    outcome.resolution = Some(resolution);
+                }
+                // No strict majority: never "the lowest class". One more label
+                // while the policy's cap allows, then an adjudicator decides.
+                None if (labels.len() as i64) < max_labels => {
+                    needed = labels.len() as i64 + 1;
+                    sqlx::query("UPDATE cases SET reviewers_needed = $1 WHERE id = $2")
+                        .bind(needed)
                         .bind(id)
                         .execute(&mut *conn)
                         .await?;
+                    outcome.reviewers_needed = needed;
                 }
                 None => {
-                    sqlx::query("UPDATE cases SET status = 'resolved', consensus = $1, disagreement = NULL, resolved_at = $2 WHERE id = $3")
-                        .bind(consensus)
-                        .bind(now)
+                    sqlx::query("UPDATE cases SET status = 'adjudication' WHERE id = $1")
                         .bind(id)
                         .execute(&mut *conn)
                         .await?;
+                    append_audit(
+                        conn,
+                        now,
+                        ("system", "system"),
+                        "case.needs_adjudication",
+                        Some(id),
+                        &format!(
+                            "no strict majority in {} labels (cap {max_labels})",
+                            labels.len()
+                        ),
+                    )
+                    .await?;
+                    outcome.status = CaseStatus::Adjudication;
+                    outcome.disagreement = d;
                 }
             }
-            let payload = serde_json::json!({
-                "event": "case.resolved",
-                "case": {"id": id, "model": model, "consensus": consensus, "disagreement": d, "labels": labels,
-                         "model_class": model_class},
-            })
-            .to_string();
-            enqueue_event(
-                conn,
-                &self.options().webhook_targets,
-                "case.resolved",
-                &payload,
-                now,
-            )
-            .await?;
-            let created_at: i64 = row.try_get("created_at")?;
-            outcome.status = CaseStatus::Resolved;
-            outcome.consensus = consensus;
-            outcome.disagreement = d;
-            outcome.resolution = Some(Resolution {
-                model,
-                audit: row.try_get::<i64, _>("audit")? != 0,
-                model_correct: consensus == Some(model_class),
-                labels,
-                latency_ms: now - created_at,
-            });
         }
         Ok(outcome)
+    }
+}
+
+/// The class more than half of the labels name, if any.
+pub fn strict_majority(counts: &[u32]) -> Option<usize> {
+    let n: u32 = counts.iter().sum();
+    let (best, &top) = counts.iter().enumerate().max_by_key(|(_, c)| **c)?;
+    (2 * top > n).then_some(best)
+}
+
+/// A case about to be resolved, by vote or by an adjudicator.
+struct Resolved<'a> {
+    id: &'a str,
+    model: &'a str,
+    model_class: i64,
+    consensus: i64,
+    disagreement: Option<f64>,
+    labels: Vec<i64>,
+    audit: bool,
+    created_at: i64,
+    adjudicator: Option<&'a str>,
+}
+
+/// Marks the case resolved, queues `case.resolved`, and says what the server
+/// reports to metrics and to the audit monitor.
+async fn resolve(
+    conn: &mut AnyConnection,
+    targets: &[Subscription],
+    r: Resolved<'_>,
+    now: i64,
+) -> StoreResult<Resolution> {
+    // A NULL double does not bind portably (PostgreSQL rejects its format):
+    // write the literal instead.
+    match r.disagreement {
+        Some(d) => {
+            sqlx::query(
+                "UPDATE cases SET status = 'resolved', consensus = $1, disagreement = $2, resolved_at = $3, \
+                 adjudicated_by = $4 WHERE id = $5",
+            )
+            .bind(r.consensus)
+            .bind(d)
+            .bind(now)
+            .bind(r.adjudicator)
+            .bind(r.id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            sqlx::query(
+                "UPDATE cases SET status = 'resolved', consensus = $1, disagreement = NULL, resolved_at = $2, \
+                 adjudicated_by = $3 WHERE id = $4",
+            )
+            .bind(r.consensus)
+            .bind(now)
+            .bind(r.adjudicator)
+            .bind(r.id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let payload = serde_json::json!({
+        "event": "case.resolved",
+        "case": {"id": r.id, "model": r.model, "consensus": r.consensus, "disagreement": r.disagreement,
+                 "labels": r.labels, "model_class": r.model_class, "adjudicated_by": r.adjudicator},
+    })
+    .to_string();
+    queue_event(conn, targets, "case.resolved", &payload, now).await?;
+    Ok(Resolution {
+        model: r.model.to_string(),
+        audit: r.audit,
+        model_correct: r.consensus == r.model_class,
+        labels: r.labels,
+        latency_ms: now - r.created_at,
+    })
+}
+
+impl Store {
+    /// Resolves a case in `adjudication` (no strict majority among the capped
+    /// number of labels) with the adjudicator's `label`, recorded as an
+    /// adjudication in the case, the audit log and the export.
+    pub async fn adjudicate(
+        &self,
+        id: &str,
+        (adjudicator, role): (&str, &str),
+        label: i64,
+    ) -> StoreResult<LabelOutcome> {
+        let mut tx = self.begin_write().await?;
+        let result = self
+            .adjudicate_in(&mut tx, id, (adjudicator, role), label)
+            .await;
+        tx.finish(result).await
+    }
+
+    async fn adjudicate_in(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+        (adjudicator, role): (&str, &str),
+        label: i64,
+    ) -> StoreResult<LabelOutcome> {
+        let now = self.now_in(conn).await?;
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT model, model_class, class_names, status, reviewers_needed, audit, created_at, disagreement \
+             FROM cases WHERE id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let model: String = row.try_get("model")?;
+        let classes: Vec<String> =
+            serde_json::from_str(&row.try_get::<String, _>("class_names")?).unwrap_or_default();
+        let status: CaseStatus = row.try_get::<String, _>("status")?.parse()?;
+        if status != CaseStatus::Adjudication {
+            return Err(StoreError::Conflict(format!(
+                "case '{id}' is {}; only cases in adjudication are adjudicated",
+                status.as_str()
+            )));
+        }
+        if label < 0 || label as usize >= classes.len() {
+            return Err(StoreError::Invalid(format!(
+                "label {label} is not a class of model '{model}' (0..{}: {})",
+                classes.len(),
+                classes.join(", ")
+            )));
+        }
+        let labels = labels_of(conn, id).await?;
+        let disagreement: Option<f64> = row.try_get("disagreement")?;
+        append_audit(
+            conn,
+            now,
+            (adjudicator, role),
+            "case.adjudicate",
+            Some(id),
+            &format!("label {label} after {} tied labels", labels.len()),
+        )
+        .await?;
+        let n_labels = labels.len() as i64;
+        let resolution = resolve(
+            conn,
+            &self.options().webhook_targets,
+            Resolved {
+                id,
+                model: &model,
+                model_class: row.try_get("model_class")?,
+                consensus: label,
+                disagreement,
+                labels,
+                audit: row.try_get::<i64, _>("audit")? != 0,
+                created_at: row.try_get("created_at")?,
+                adjudicator: Some(adjudicator),
+            },
+            now,
+        )
+        .await?;
+        Ok(LabelOutcome {
+            case_id: id.to_string(),
+            label,
+            repeated: false,
+            labels: n_labels,
+            reviewers_needed: row.try_get("reviewers_needed")?,
+            escalated: false,
+            status: CaseStatus::Resolved,
+            consensus: Some(label),
+            disagreement,
+            resolution: Some(resolution),
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`labels`]: labels, consensus and escalation;
 //! - [`audit`]: the append-only audit log;
 //! - [`outbox`]: webhook events waiting for delivery;
+//! - [`monitors`]: the audit monitors' state (it survives restarts, daemons share it);
 //! - [`export`]: resolved cases as a training data set, and model-vs-reviewer agreement.
 
 pub mod audit;
@@ -21,6 +22,7 @@ pub mod cases;
 pub mod export;
 pub mod labels;
 pub mod leases;
+pub mod monitors;
 pub mod outbox;
 pub mod write;
 
@@ -99,13 +101,17 @@ pub enum CaseStatus {
     Resolved,
     /// Its leases expired too often; an admin must look at it.
     DeadLetter,
+    /// The capped number of labels holds no strict majority: an adjudicator
+    /// decides (never the lowest class index).
+    Adjudication,
 }
 
 impl CaseStatus {
-    pub const ALL: [CaseStatus; 3] = [
+    pub const ALL: [CaseStatus; 4] = [
         CaseStatus::Pending,
         CaseStatus::Resolved,
         CaseStatus::DeadLetter,
+        CaseStatus::Adjudication,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +119,7 @@ impl CaseStatus {
             CaseStatus::Pending => "pending",
             CaseStatus::Resolved => "resolved",
             CaseStatus::DeadLetter => "dead_letter",
+            CaseStatus::Adjudication => "adjudication",
         }
     }
 }
@@ -126,7 +133,7 @@ impl FromStr for CaseStatus {
             .find(|c| c.as_str() == s)
             .ok_or_else(|| {
                 StoreError::Invalid(format!(
-                    "status '{s}' is not pending, resolved or dead_letter"
+                    "status '{s}' is not pending, resolved, dead_letter or adjudication"
                 ))
             })
     }

@@ -5,6 +5,7 @@
 mod common;
 mod helpers;
 
+mod consensus;
 mod errors;
 mod hardening;
 mod images;
