@@ -871,3 +871,42 @@ both_backends!(
     adjudication_migration,
     the_adjudication_migration_keeps_existing_cases_leases_and_labels
 );
+
+async fn no_resolved_case_ever_has_a_tied_vote(db: &TestDb) {
+    use rand::{Rng, SeedableRng};
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    for i in 0..40 {
+        let k = rng.gen_range(1..=3);
+        let case = five_class_case(800 + i, k);
+        let id = case.id.clone();
+        put(&store, vec![case]).await;
+        let classes = rng.gen_range(2..=5); // how spread the reviewers are
+        for r in 0.. {
+            let o =
+                claim_and_label(&store, &format!("dr-{i}-{r}"), rng.gen_range(0..classes)).await;
+            if o.status != CaseStatus::Pending {
+                break;
+            }
+        }
+        let case = store.case(&id).await.unwrap();
+        let labels = store.audit_entries(Some(&id), 0, 100).await.unwrap();
+        let votes: Vec<i64> = labels
+            .iter()
+            .filter(|e| e.action == "case.label")
+            .map(|e| e.detail.trim_start_matches("label ").parse().unwrap())
+            .collect();
+        match case.status {
+            CaseStatus::Resolved => {
+                let c = case.consensus.unwrap();
+                let n = votes.iter().filter(|&&v| v == c).count();
+                assert!(2 * n > votes.len(), "case {i}: {c} won {n} of {votes:?}");
+            }
+            CaseStatus::Adjudication => {
+                assert_eq!(votes.len() as i64, case.max_labels, "case {i}: {votes:?}");
+            }
+            other => panic!("case {i} ended {other:?}"),
+        }
+    }
+}
+both_backends!(no_tied_resolutions, no_resolved_case_ever_has_a_tied_vote);
