@@ -201,17 +201,10 @@ impl Store {
     /// The first answer given under `key`, if any; a conflict when the key was
     /// used with another body.
     pub async fn find_response(&self, key: &IdempotencyKey) -> StoreResult<Option<String>> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT body_sha256, response FROM idempotency_keys \
-             WHERE subject = $1 AND model = $2 AND protocol = $3 AND request_id = $4",
-        )
-        .bind(&key.subject)
-        .bind(&key.model)
-        .bind(key.protocol)
-        .bind(&key.request_id)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|(hash, response)| same_body(key, &hash).map(|()| response))
+        let mut conn = self.pool().acquire().await?;
+        stored_answer(&mut conn, key)
+            .await?
+            .map(|(hash, response)| same_body(key, &hash).map(|()| response))
             .transpose()
     }
 
@@ -319,6 +312,23 @@ impl Store {
             leased,
         })
     }
+}
+
+/// The body hash and answer stored under `key`, if any.
+async fn stored_answer(
+    conn: &mut AnyConnection,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT body_sha256, response FROM idempotency_keys \
+         WHERE subject = $1 AND model = $2 AND protocol = $3 AND request_id = $4",
+    )
+    .bind(&key.subject)
+    .bind(&key.model)
+    .bind(key.protocol)
+    .bind(&key.request_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 fn same_body(key: &IdempotencyKey, stored_hash: &str) -> StoreResult<()> {
@@ -447,16 +457,9 @@ async fn commit_group(
             .await?
             .rows_affected();
             if inserted == 0 {
-                let (hash, first): (String, String) = sqlx::query_as(
-                    "SELECT body_sha256, response FROM idempotency_keys \
-                     WHERE subject = $1 AND model = $2 AND protocol = $3 AND request_id = $4",
-                )
-                .bind(&key.subject)
-                .bind(&key.model)
-                .bind(key.protocol)
-                .bind(&key.request_id)
-                .fetch_one(&mut *tx)
-                .await?;
+                let (hash, first) = stored_answer(&mut tx, key).await?.ok_or_else(|| {
+                    StoreError::Invalid("an idempotency key vanished mid-transaction".into())
+                })?;
                 outcomes.push(same_body(key, &hash).map(|()| Recorded::Existing(first)));
                 continue;
             }

@@ -65,18 +65,7 @@ impl Store {
         label: i64,
     ) -> StoreResult<LabelOutcome> {
         let now = self.now_in(conn).await?;
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let row = sqlx::query(&format!(
-            "SELECT model, model_class, class_names, status, reviewers_needed, escalate_on_disagreement, escalated, \
-             audit, created_at, consensus, disagreement, max_labels FROM cases WHERE id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let row = self.locked_case(conn, id).await?;
         let model: String = row.try_get("model")?;
         let model_class: i64 = row.try_get("model_class")?;
         let classes: Vec<String> =
@@ -85,13 +74,7 @@ impl Store {
         let mut needed: i64 = row.try_get("reviewers_needed")?;
         let escalate: bool = row.try_get::<i64, _>("escalate_on_disagreement")? != 0;
         let already_escalated: bool = row.try_get::<i64, _>("escalated")? != 0;
-        if label < 0 || label as usize >= classes.len() {
-            return Err(StoreError::Invalid(format!(
-                "label {label} is not a class of model '{model}' (0..{}: {})",
-                classes.len(),
-                classes.join(", ")
-            )));
-        }
+        check_label(label, &model, &classes)?;
         let previous: Option<(i64,)> =
             sqlx::query_as("SELECT label FROM labels WHERE case_id = $1 AND reviewer = $2")
                 .bind(id)
@@ -254,6 +237,18 @@ impl Store {
     }
 }
 
+/// A label must be one of the case's classes.
+fn check_label(label: i64, model: &str, classes: &[String]) -> StoreResult<()> {
+    if label < 0 || label as usize >= classes.len() {
+        return Err(StoreError::Invalid(format!(
+            "label {label} is not a class of model '{model}' (0..{}: {})",
+            classes.len(),
+            classes.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// The class more than half of the labels name, if any.
 pub fn strict_majority(counts: &[u32]) -> Option<usize> {
     let n: u32 = counts.iter().sum();
@@ -328,6 +323,27 @@ async fn resolve(
 }
 
 impl Store {
+    /// The case's row, locked for this transaction on PostgreSQL (SQLite's
+    /// write transaction holds the database).
+    async fn locked_case(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> StoreResult<sqlx::any::AnyRow> {
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        sqlx::query(&format!(
+            "SELECT model, model_class, class_names, status, reviewers_needed, escalate_on_disagreement, escalated, \
+             audit, created_at, consensus, disagreement, max_labels FROM cases WHERE id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
     /// Resolves a case in `adjudication` (no strict majority among the capped
     /// number of labels) with the adjudicator's `label`, recorded as an
     /// adjudication in the case, the audit log and the export.
@@ -352,18 +368,7 @@ impl Store {
         label: i64,
     ) -> StoreResult<LabelOutcome> {
         let now = self.now_in(conn).await?;
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let row = sqlx::query(&format!(
-            "SELECT model, model_class, class_names, status, reviewers_needed, audit, created_at, disagreement \
-             FROM cases WHERE id = $1{lock}"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let row = self.locked_case(conn, id).await?;
         let model: String = row.try_get("model")?;
         let classes: Vec<String> =
             serde_json::from_str(&row.try_get::<String, _>("class_names")?).unwrap_or_default();
@@ -374,13 +379,7 @@ impl Store {
                 status.as_str()
             )));
         }
-        if label < 0 || label as usize >= classes.len() {
-            return Err(StoreError::Invalid(format!(
-                "label {label} is not a class of model '{model}' (0..{}: {})",
-                classes.len(),
-                classes.join(", ")
-            )));
-        }
+        check_label(label, &model, &classes)?;
         let labels = labels_of(conn, id).await?;
         let disagreement: Option<f64> = row.try_get("disagreement")?;
         append_audit(
