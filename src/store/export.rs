@@ -102,14 +102,26 @@ impl Store {
                 values,
             },
         };
+        // An adjudicated case's label is the adjudicator's, not its reviewers'
+        // (tied) votes: it becomes the case's reference (-1 = none).
+        let adjudicated = cases.iter().filter(|c| c.adjudicated_by.is_some()).count();
+        let reference = (adjudicated > 0).then(|| {
+            cases
+                .iter()
+                .map(|c| match (&c.adjudicated_by, c.consensus) {
+                    (Some(_), Some(label)) => label,
+                    _ => -1,
+                })
+                .collect()
+        });
         Dataset::new(
             inputs,
             classes,
             counts,
-            None,
+            reference,
             Some(split),
             format!(
-                "triaged review queue export, model {model}, {} resolved cases",
+                "triaged review queue export, model {model}, {} resolved cases ({adjudicated} adjudicated: their reference is the adjudicator's label)",
                 cases.len()
             ),
         )
