@@ -88,6 +88,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
 
 /// No route served the request: a 405 with `Allow` when the path is one of the
 /// API's (the OpenAPI document's templates) but the method is not, else a 404.
+/// A 200 whose body is JSON already serialised (a triage answer, possibly the
+/// stored first answer of a replayed request).
+pub(crate) fn json_response(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let path = req.path();
     if let Some(route) = Route::most_specific(path) {

@@ -339,7 +339,7 @@ async fn triage(
         None => None,
     };
     if let Some(first) = state.triage.replay(key.as_ref()).await? {
-        return Ok(json_response(first));
+        return Ok(super::json_response(first));
     }
     let rows = match parse_rows(&req.instances, &model, state.triage.max_instances())? {
         Rows::Ready(rows) => rows,
@@ -363,7 +363,7 @@ async fn triage(
             |model, triaged| render(model, instances, request_id, triaged),
         )
         .await?;
-    Ok(json_response(body))
+    Ok(super::json_response(body))
 }
 
 /// The `/v1` answer: one result per instance, in request order.
@@ -400,12 +400,6 @@ fn render(
         results,
     };
     serde_json::to_string(&response).unwrap_or_default()
-}
-
-fn json_response(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body)
 }
 
 /// Triage cases with a named model.

@@ -407,7 +407,7 @@ async fn run_infer(
         None => None,
     };
     if let Some(first) = state.triage.replay(key.as_ref()).await? {
-        return Ok(json_response(first));
+        return Ok(crate::api::json_response(first));
     }
     let max = state.triage.max_instances();
     let (rows, cases) =
@@ -472,7 +472,7 @@ async fn run_infer(
             ApiError::Unprocessable(m) => ApiError::BadRequest(m),
             e => e,
         })?;
-    Ok(json_response(body))
+    Ok(crate::api::json_response(body))
 }
 
 /// The client's idempotency key: the request-level parameter `request_id` (a
@@ -489,10 +489,4 @@ fn request_id(request: &InferRequest) -> Result<Option<&str>, ApiError> {
             "parameters.request_id must be a string".into(),
         )),
     }
-}
-
-fn json_response(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body)
 }
