@@ -129,6 +129,10 @@ pub struct ImportCsvArgs {
     /// Keep only cases with at least this many labels (rows stay in file order).
     #[arg(long, default_value_t = 0)]
     pub min_labels: u32,
+    /// Column with each case's group (e.g. the patient id): calibration's fitting
+    /// and certification parts never divide a group.
+    #[arg(long)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +183,11 @@ pub struct TrainArgs {
     /// image of `--data` is then trained on unless it has its own split.
     #[arg(long)]
     pub calibration_data: Option<PathBuf>,
+    /// Head-only refit: keep this bundle's body and class head frozen and refit
+    /// its disagreement and human-error heads (plus temperature and calibrators)
+    /// on the fitting part of `--data`'s calibration split.
+    #[arg(long, conflicts_with = "calibration_data")]
+    pub refit_heads: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, env = "TRIAGED_DEVICE")]
     pub device: DeviceChoice,
     #[command(flatten)]
@@ -315,6 +324,7 @@ fn import_csv(args: ImportCsvArgs) -> anyhow::Result<()> {
         classes: args.classes,
         min_labels: args.min_labels,
         image_column: None,
+        group: args.group,
     })?;
     format::save(&data, &args.out)?;
     println!(
@@ -354,6 +364,7 @@ fn import_images(args: ImportImagesArgs) -> anyhow::Result<()> {
             classes: args.classes,
             min_labels: args.min_labels,
             image_column: Some(args.image_column),
+            group: None,
         },
         height: h,
         width: w,
@@ -373,6 +384,22 @@ fn import_images(args: ImportImagesArgs) -> anyhow::Result<()> {
 fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let device = device::select(args.device)?;
     let data = format::load(&args.data)?;
+    if let Some(from) = &args.refit_heads {
+        let outcome = train::refit::refit_heads(from, &data, &args.data, &args.out, &device, true)?;
+        let m = &outcome.manifest;
+        println!(
+            "wrote bundle {} ({} v{}): heads refitted on {} cases, temperature {:.3}",
+            args.out.display(),
+            m.name,
+            m.version,
+            m.training.n_calibration,
+            m.temperature
+        );
+        for (split, metrics) in &m.metrics {
+            println!("  {split}: {metrics}");
+        }
+        return Ok(());
+    }
     let calibration = args
         .calibration_data
         .as_ref()
@@ -415,6 +442,18 @@ fn run_calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         spec.rule.kind(),
         spec.version()
     );
+    if let policy_spec::RuleSpec::System { certificate: c } = &spec.rule {
+        match c.setting {
+            Some(s) => println!(
+                "certificate: total error <= {} with probability >= {}; threshold {:.4}, price {}, n_cert {}; on the certification part: {:.3} labels per case, {:.3} automated, total error {:.4}",
+                c.alpha, 1.0 - c.delta, s.threshold, s.price, c.n_cert, c.labels_per_case, c.automation_rate, c.total_error
+            ),
+            None => println!(
+                "certificate: nothing certified at alpha {}, delta {} (n_cert {}): every case gets {} reviewers",
+                c.alpha, c.delta, c.n_cert, c.k_max
+            ),
+        }
+    }
     if let policy_spec::RuleSpec::Risk { certificate: c } = &spec.rule {
         match c.tau {
             Some(t) => println!(

@@ -36,11 +36,17 @@ pub enum TriageError {
 /// Uncertainty estimates of one case.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Uncertainty {
-    /// Predicted probability that two human experts disagree (DUP head).
+    /// Predicted probability that two human experts disagree (DUP head;
+    /// recalibrated against observed disagreement when the bundle has calibrators).
     pub disagreement: f32,
-    /// Predicted error of one reviewer, when the model has that head.
+    /// Predicted error of one reviewer `ĥ`, when the model has that head or
+    /// calibrators.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub human_error: Option<f32>,
+    /// Calibrated chance `â` that the predicted class is wrong against the
+    /// reference, when the bundle has calibrators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<f32>,
     /// `1 − Σ p²` of the class probabilities.
     pub uvc: f32,
     /// Entropy of the class probabilities, in nats.
@@ -52,6 +58,7 @@ impl Uncertainty {
         Uncertainty {
             disagreement: p.disagreement,
             human_error: p.human_error,
+            model_error: p.model_error,
             uvc: p.uvc(),
             entropy: p.entropy(),
         }

@@ -22,6 +22,7 @@ fn counts_opts(csv: PathBuf) -> CsvImport {
         classes: None,
         min_labels: 0,
         image_column: None,
+        group: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn annotator_columns_count_labels_and_skip_empty_cells() {
         classes: Some(vec!["cat".into(), "dog".into(), "bird".into()]),
         min_labels: 0,
         image_column: None,
+        group: None,
     };
     let d = import_csv(&opts).unwrap();
     assert_eq!(d.counts(0), [2, 1, 0]);
@@ -109,6 +111,7 @@ fn annotator_indices_without_class_names_define_k() {
         classes: None,
         min_labels: 0,
         image_column: None,
+        group: None,
     };
     let d = import_csv(&opts).unwrap();
     assert_eq!(d.class_names(), ["0", "1", "2", "3"]);
@@ -135,6 +138,7 @@ fn one_row_per_annotation_groups_by_case() {
         classes: Some(vec!["benign".into(), "malignant".into()]),
         min_labels: 0,
         image_column: None,
+        group: None,
     };
     let d = import_csv(&opts).unwrap();
     assert_eq!(d.len(), 2, "cases in order of first appearance");
@@ -163,6 +167,7 @@ fn long_layout_rejects_a_case_whose_features_change() {
         classes: None,
         min_labels: 0,
         image_column: None,
+        group: None,
     };
     let e = import_err(&opts);
     assert_eq!(
@@ -276,6 +281,7 @@ fn unknown_class_is_rejected_with_the_known_ones() {
         classes: Some(vec!["cat".into(), "dog".into()]),
         min_labels: 0,
         image_column: None,
+        group: None,
     };
     let e = import_err(&opts);
     assert_eq!((e.line, e.column.as_deref()), (Some(3), Some("r2")), "{e}");

@@ -27,6 +27,7 @@ fn options(images: PathBuf, csv: PathBuf, resize: bool) -> ImageImport {
             classes: Some(vec!["red".into(), "green".into()]),
             min_labels: 0,
             image_column: Some("image".into()),
+            group: None,
         },
         height: 8,
         width: 8,

@@ -1279,6 +1279,7 @@ fn csv_options(csv: &Path) -> Vec<CsvImport> {
         classes: None,
         min_labels: 0,
         image_column: None,
+        group: None,
     };
     let xy = || Some(vec!["x".into(), "y".into()]);
     vec![
@@ -1318,6 +1319,7 @@ fn csv_options(csv: &Path) -> Vec<CsvImport> {
             labels: LabelLayout::Annotators(vec!["a".into(), "b".into()]),
             split: Some("s".into()),
             image_column: Some("image".into()),
+            group: None,
             ..base
         },
     ]
@@ -1507,6 +1509,7 @@ fn csv_counts_that_overflow_u32_together_are_an_error_not_a_panic() {
         classes: None,
         min_labels: 1,
         image_column: None,
+        group: None,
     };
     assert!(read_labeled(&opts).is_err());
     assert!(import_csv(&opts).is_err());
@@ -1540,6 +1543,7 @@ fn csv_huge_class_index_is_an_error_not_a_panic() {
             classes: None,
             min_labels: 0,
             image_column: None,
+            group: None,
         };
         assert!(read_labeled(&opts_huge).is_err());
         let csv = write_csv(
@@ -1556,6 +1560,7 @@ fn csv_huge_class_index_is_an_error_not_a_panic() {
             classes: None,
             min_labels: 0,
             image_column: None,
+            group: None,
         };
         assert!(read_labeled(&opts).is_err());
     }
@@ -1595,6 +1600,7 @@ fn import_paths(dir: &Path, images: &Path, paths: &[&str]) -> Result<(), String>
             classes: None,
             min_labels: 0,
             image_column: Some("image".into()),
+            group: None,
         },
         height: 32,
         width: 32,

@@ -43,6 +43,9 @@ pub struct CsvImport {
     /// For image data sets: the column holding each case's image path; no
     /// feature columns are read then.
     pub image_column: Option<String>,
+    /// Column holding each case's group (e.g. the patient id): kept in the data
+    /// set so calibration parts never divide a group.
+    pub group: Option<String>,
 }
 
 /// What a CSV says about its cases before inputs are attached.
@@ -55,6 +58,8 @@ pub struct Labeled {
     pub counts: Vec<u32>,
     pub reference: Option<Vec<i64>>,
     pub split: Option<Vec<Split>>,
+    /// Group id per case (in order of first appearance of the group's value).
+    pub group: Option<Vec<i64>>,
 }
 
 /// A malformed input, located as precisely as the input allows.
@@ -119,6 +124,10 @@ pub fn import_csv(opts: &CsvImport) -> Result<Dataset, ImportError> {
         labeled.split,
         format!("import-csv {}", opts.csv.display()),
     )
+    .and_then(|d| match labeled.group {
+        Some(g) => d.with_groups(g),
+        None => Ok(d),
+    })
     .map_err(|e| Ctx { file: &opts.csv }.err(None, None, format!("{e:#}")))
 }
 
@@ -187,8 +196,10 @@ pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
     used.extend(&label_cols);
     let reference_col = opts.reference.as_deref().map(find).transpose()?;
     let split_col = opts.split.as_deref().map(find).transpose()?;
+    let group_col = opts.group.as_deref().map(find).transpose()?;
     used.extend(reference_col);
     used.extend(split_col);
+    used.extend(group_col);
     let image_col = opts.image_column.as_deref().map(find).transpose()?;
     let feature_cols: Vec<usize> = match (&opts.features, image_col) {
         (_, Some(_)) => Vec::new(),
@@ -206,7 +217,7 @@ pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
         return Err(ctx.err(
             Some(1),
             Some(&header[dup]),
-            "used both as a feature and as a label, reference or split column".into(),
+            "used both as a feature and as a label, reference, split or group column".into(),
         ));
     }
 
@@ -290,6 +301,8 @@ pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
     let mut counts = Vec::with_capacity(groups.len() * k);
     let mut reference = reference_col.map(|_| Vec::with_capacity(groups.len()));
     let mut split = split_col.map(|_| Vec::with_capacity(groups.len()));
+    let mut group_ids = group_col.map(|_| Vec::with_capacity(groups.len()));
+    let mut group_index: std::collections::HashMap<String, i64> = Default::default();
     let mut dropped = 0usize;
     let mut images = Vec::new();
     for group in &groups {
@@ -361,9 +374,22 @@ pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
         if let (Some(col), Some(out)) = (split_col, split.as_mut()) {
             out.push(parse_split(first, col)?);
         }
+        if let (Some(col), Some(out)) = (group_col, group_ids.as_mut()) {
+            let text = first.cells[col].trim();
+            if text.is_empty() {
+                return Err(ctx.err(Some(first.line), Some(&header[col]), "missing group".into()));
+            }
+            let next = group_index.len() as i64;
+            out.push(*group_index.entry(text.to_string()).or_insert(next));
+        }
         // Later rows of one case must describe the same case.
         for row in &group[1..] {
-            for &col in feature_cols.iter().chain(&reference_col).chain(&split_col) {
+            for &col in feature_cols
+                .iter()
+                .chain(&reference_col)
+                .chain(&split_col)
+                .chain(&group_col)
+            {
                 if row.cells[col] != first.cells[col] {
                     return Err(ctx.err(
                         Some(row.line),
@@ -399,6 +425,7 @@ pub fn read_labeled(opts: &CsvImport) -> Result<Labeled, ImportError> {
         counts,
         reference,
         split,
+        group: group_ids,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The dataset file format (docs/formats.md): one safetensors file with tensors `x`
 //! (`f32 [N,D]` or `u8 [N,H,W,C]`), `counts` (`u32 [N,K]`), optional `reference`
-//! (`i64 [N]`, −1 = none) and `split` (`u8 [N]`), and `__metadata__` keys `kind`,
+//! (`i64 [N]`, −1 = none), `split` (`u8 [N]`), `group` (`i64 [N]`, e.g. the patient), and `__metadata__` keys `kind`,
 //! `class_names`, `source` (+ `feature_names` for feature data sets).
 
 use std::collections::HashMap;
@@ -74,6 +74,14 @@ pub fn to_bytes(dataset: &Dataset) -> anyhow::Result<Vec<u8>> {
         tensors.push((
             "split".to_string(),
             TensorView::new(Dtype::U8, vec![n], &split_bytes)?,
+        ));
+    }
+    let group_bytes: Vec<u8>;
+    if let Some(g) = dataset.groups() {
+        group_bytes = g.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((
+            "group".to_string(),
+            TensorView::new(Dtype::I64, vec![n], &group_bytes)?,
         ));
     }
     safetensors::serialize(tensors, Some(meta)).context("encoding the dataset as safetensors")
@@ -188,7 +196,24 @@ fn parse(bytes: &[u8]) -> anyhow::Result<Dataset> {
         }
         Err(_) => None,
     };
-    Dataset::new(inputs, class_names, counts, reference, split, source)
+    let group = match tensors.tensor("group") {
+        Ok(view) => {
+            expect_dtype(&view, "group", Dtype::I64)?;
+            if view.shape() != [n] {
+                bail!(
+                    "tensor 'group' has shape {:?}, expected [{n}]",
+                    view.shape()
+                );
+            }
+            Some(le_values(view.data(), i64::from_le_bytes))
+        }
+        Err(_) => None,
+    };
+    let data = Dataset::new(inputs, class_names, counts, reference, split, source)?;
+    match group {
+        Some(g) => data.with_groups(g),
+        None => Ok(data),
+    }
 }
 
 fn expect_dtype(view: &TensorView<'_>, name: &str, want: Dtype) -> anyhow::Result<()> {

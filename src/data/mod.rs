@@ -115,7 +115,51 @@ pub struct Dataset {
     counts: Vec<u32>,
     reference: Option<Vec<i64>>,
     split: Option<Vec<Split>>,
+    /// Optional group of each case (e.g. the patient): cases of one group are
+    /// never divided between the calibration fitting and certification parts.
+    group: Option<Vec<i64>>,
     source: String,
+}
+
+/// Share (percent) of calibration groups in the fitting part.
+pub const CALIBRATION_FIT_PERCENT: u64 = 40;
+/// Salt of the group hash, so the parts do not line up with other hash splits.
+const CALIBRATION_PARTS_SALT: u64 = 0x6361_6c69_6272_6174;
+
+/// The calibration split in two disjoint parts, divided by group (or by case
+/// when the data set has no groups), by a fixed hash of the group id:
+/// `splitmix64(group ^ salt) % 100 < 40` → `fit`, else `certify`.
+/// - `fit`: early stopping, temperature, the calibrators of `â`, `D̂`, `ĥ`, and
+///   the threshold grid of a policy;
+/// - `certify`: only the certificate's hypothesis tests, so the certified cases
+///   are independent of everything fitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationParts {
+    pub fit: Vec<usize>,
+    pub certify: Vec<usize>,
+    /// `group` or `case`.
+    pub by: &'static str,
+}
+
+impl CalibrationParts {
+    /// How the parts were made, for model.json and policy.json.
+    pub fn describe(&self) -> String {
+        format!(
+            "calibration split divided by {}: splitmix64({} ^ salt) % 100 < {CALIBRATION_FIT_PERCENT} -> fit ({} cases: early stopping, temperature, calibrators, grid), else certify ({} cases: certificate tests only)",
+            self.by,
+            self.by,
+            self.fit.len(),
+            self.certify.len()
+        )
+    }
+}
+
+/// SplitMix64's finaliser: a fixed, well-mixed hash of a 64-bit key.
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Dataset {
@@ -175,8 +219,56 @@ impl Dataset {
             counts,
             reference,
             split,
+            group: None,
             source,
         })
+    }
+
+    /// Returns a copy with a group id per case (`[N]`).
+    pub fn with_groups(mut self, group: Vec<i64>) -> anyhow::Result<Dataset> {
+        anyhow::ensure!(
+            group.len() == self.len(),
+            "group has {} entries, N={}",
+            group.len(),
+            self.len()
+        );
+        self.group = Some(group);
+        Ok(self)
+    }
+
+    /// The group of case `i`, when the data set has groups.
+    pub fn group(&self, i: usize) -> Option<i64> {
+        self.group.as_ref().map(|g| g[i])
+    }
+
+    pub fn groups(&self) -> Option<&[i64]> {
+        self.group.as_deref()
+    }
+
+    /// The calibration split divided, by group, into the part everything is fitted
+    /// on and the part certificates are tested on (see [`CalibrationParts`]).
+    pub fn calibration_parts(&self, idx: &[usize]) -> CalibrationParts {
+        let mut parts = CalibrationParts {
+            fit: Vec::new(),
+            certify: Vec::new(),
+            by: if self.group.is_some() {
+                "group"
+            } else {
+                "case"
+            },
+        };
+        for &i in idx {
+            let key = match &self.group {
+                Some(g) => g[i] as u64,
+                None => i as u64,
+            };
+            if splitmix64(key ^ CALIBRATION_PARTS_SALT) % 100 < CALIBRATION_FIT_PERCENT {
+                parts.fit.push(i);
+            } else {
+                parts.certify.push(i);
+            }
+        }
+        parts
     }
 
     pub fn len(&self) -> usize {

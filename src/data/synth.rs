@@ -44,6 +44,27 @@ pub struct SynthConfig {
     /// Standard deviation of the cluster centres (case noise has std 1).
     #[arg(long, default_value_t = 2.0)]
     pub spread: f64,
+    /// How annotators err: `uniform` (every annotator errs alike, at
+    /// `--annotator-accuracy`), or `confusion` (a pool of annotators, each with
+    /// their own confusion matrix; see [`AnnotatorModel`]).
+    #[arg(long, value_enum, default_value_t = AnnotatorModel::Uniform)]
+    pub annotators: AnnotatorModel,
+    /// Cases per group (e.g. studies of one patient): splits and calibration
+    /// parts never divide a group. In `confusion` mode the cases of a group also
+    /// share a feature offset.
+    #[arg(long, default_value_t = 3)]
+    pub group_size: usize,
+}
+
+/// How synthetic annotators produce labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnnotatorModel {
+    /// Every annotator gives the case's class with `--annotator-accuracy`.
+    Uniform,
+    /// A pool of 24 annotators; annotator j has a confusion matrix whose diagonal
+    /// is drawn from U(0.75, 0.99) and whose errors favour one "confusable"
+    /// class per true class. Each case draws its annotators from the pool.
+    Confusion,
 }
 
 impl Default for SynthConfig {
@@ -57,6 +78,8 @@ impl Default for SynthConfig {
             max_annotators: 7,
             annotator_accuracy: 0.95,
             spread: 2.0,
+            annotators: AnnotatorModel::Uniform,
+            group_size: 3,
         }
     }
 }
@@ -77,6 +100,10 @@ pub fn generate(cfg: &SynthConfig, seed: u64) -> anyhow::Result<Dataset> {
         "--clusters must be at least 3 (one of each kind)"
     );
     anyhow::ensure!(cfg.cases >= 10, "--cases must be at least 10");
+    anyhow::ensure!(
+        (1..=1000).contains(&cfg.group_size),
+        "--group-size must be in 1..=1000"
+    );
     anyhow::ensure!(
         cfg.min_annotators >= 2 && cfg.min_annotators <= cfg.max_annotators,
         "need 2 <= --min-annotators <= --max-annotators"
@@ -104,14 +131,36 @@ pub fn generate(cfg: &SynthConfig, seed: u64) -> anyhow::Result<Dataset> {
         })
         .collect();
 
+    // Drawn from their own streams so the uniform mode's data stay as they were.
+    let mut pool_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x616e_6e6f_7461_746f);
+    let pool = match cfg.annotators {
+        AnnotatorModel::Uniform => Vec::new(),
+        AnnotatorModel::Confusion => annotator_pool(k, &mut pool_rng),
+    };
+    let group_offset = Normal::new(0.0, 0.5)?;
     let n = cfg.cases;
+    let groups: Vec<i64> = (0..n).map(|i| (i / cfg.group_size) as i64).collect();
+    let n_groups = n.div_ceil(cfg.group_size);
+    let offsets: Vec<Vec<f64>> = (0..n_groups)
+        .map(|_| match cfg.annotators {
+            AnnotatorModel::Uniform => vec![0.0; cfg.dim],
+            AnnotatorModel::Confusion => (0..cfg.dim)
+                .map(|_| group_offset.sample(&mut pool_rng))
+                .collect(),
+        })
+        .collect();
     let mut values = Vec::with_capacity(n * cfg.dim);
     let mut counts = vec![0u32; n * k];
     let mut reference = Vec::with_capacity(n);
     let acc = cfg.annotator_accuracy;
     for i in 0..n {
         let (mean, kind) = &clusters[rng.gen_range(0..clusters.len())];
-        values.extend(mean.iter().map(|m| (m + noise.sample(&mut rng)) as f32));
+        let offset = &offsets[groups[i] as usize];
+        values.extend(
+            mean.iter()
+                .zip(offset)
+                .map(|(m, o)| (m + o + noise.sample(&mut rng)) as f32),
+        );
         // The case's own label distribution p over classes, and its true class:
         // annotators err around the truth in clean and hidden clusters; in
         // ambiguous ones the truth itself is a draw from the split.
@@ -136,21 +185,37 @@ pub fn generate(cfg: &SynthConfig, seed: u64) -> anyhow::Result<Dataset> {
         reference.push(truth as i64);
         let annotators = rng.gen_range(cfg.min_annotators..=cfg.max_annotators);
         for _ in 0..annotators {
-            counts[i * k + sample_class(&p, &mut rng)] += 1;
+            let seen = sample_class(&p, &mut rng);
+            let label = match cfg.annotators {
+                AnnotatorModel::Uniform => seen,
+                AnnotatorModel::Confusion => {
+                    // The annotator perceives the case as `seen` (the truth, or the
+                    // case's own ambiguity), then answers through their confusion
+                    // matrix. `p` then only carries the case's ambiguity.
+                    let base = match *kind {
+                        ClusterKind::Ambiguous { .. } => seen,
+                        _ => truth,
+                    };
+                    let j = pool_rng.gen_range(0..pool.len());
+                    sample_class(&pool[j][base], &mut pool_rng)
+                }
+            };
+            counts[i * k + label] += 1;
         }
     }
 
-    // 60 / 20 / 20 split, shuffled with the same seed.
-    let mut split: Vec<Split> = (0..n)
-        .map(|i| match i * 10 / n {
+    // 60 / 20 / 20 split by group, shuffled with the same seed.
+    let mut group_split: Vec<Split> = (0..n_groups)
+        .map(|g| match g * 10 / n_groups {
             0..=5 => Split::Train,
             6 | 7 => Split::Calibration,
             _ => Split::Test,
         })
         .collect();
-    split.shuffle(&mut rng);
+    group_split.shuffle(&mut rng);
+    let split: Vec<Split> = groups.iter().map(|&g| group_split[g as usize]).collect();
 
-    Dataset::new(
+    let data = Dataset::new(
         Inputs::Features {
             dim: cfg.dim,
             names: (0..cfg.dim).map(|i| format!("x{i}")).collect(),
@@ -161,10 +226,32 @@ pub fn generate(cfg: &SynthConfig, seed: u64) -> anyhow::Result<Dataset> {
         Some(reference),
         Some(split),
         format!(
-            "synth seed={seed} cases={} dim={} classes={k} clusters={} annotators={}..={} accuracy={acc} spread={}",
-            n, cfg.dim, cfg.clusters, cfg.min_annotators, cfg.max_annotators, cfg.spread
+            "synth seed={seed} cases={} dim={} classes={k} clusters={} annotators={}..={} accuracy={acc} spread={} annotator_model={:?} group_size={}",
+            n, cfg.dim, cfg.clusters, cfg.min_annotators, cfg.max_annotators, cfg.spread, cfg.annotators, cfg.group_size
         ),
-    )
+    )?;
+    data.with_groups(groups)
+}
+
+/// Annotators with their own confusion matrices: row `t` of annotator `j` is the
+/// distribution of their answer when the truth is `t`.
+fn annotator_pool(k: usize, rng: &mut impl Rng) -> Vec<Vec<Vec<f64>>> {
+    (0..24)
+        .map(|_| {
+            let accuracy = rng.gen_range(0.75..0.99);
+            (0..k)
+                .map(|t| {
+                    // Most of the errors go to one confusable class.
+                    let confusable = (t + rng.gen_range(1..k)) % k;
+                    let rest = (1.0 - accuracy) * 0.3 / (k - 1) as f64;
+                    let mut row = vec![rest; k];
+                    row[t] = accuracy;
+                    row[confusable] += (1.0 - accuracy) * 0.7;
+                    row
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn noisy_one_hot(p: &mut [f64], class: usize, acc: f64) {

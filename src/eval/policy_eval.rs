@@ -6,19 +6,20 @@
 use serde::Serialize;
 
 use super::CaseResult;
-use crate::data::targets::human_error;
+use crate::data::targets::{model_error_target, panel_error, MAX_PANEL};
 use crate::data::Dataset;
-use crate::policy::spec::{Certificate, PolicySpec};
+use crate::policy::spec::PolicySpec;
+use crate::policy::system::hb_upper_bound;
 use crate::policy::TriageMode;
-use crate::policy::{Policy, Route};
-use crate::stats::{clopper_pearson, majority_vote_error};
+use crate::policy::{AnyCertificate, Policy, Route};
+use crate::stats::clopper_pearson;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyReport {
     pub name: String,
     pub version: String,
-    /// Present for risk-controlled policies (`null` otherwise).
-    pub certificate: Option<Certificate>,
+    /// Present for `risk` and `system` policies (`null` otherwise).
+    pub certificate: Option<AnyCertificate>,
     /// Cases with a known answer (reference, or majority) the numbers are over.
     pub n: usize,
     pub automated: usize,
@@ -28,9 +29,15 @@ pub struct PolicyReport {
     /// Exact 95% Clopper–Pearson bounds on the selective error.
     pub selective_error_lower: f64,
     pub selective_error_upper: f64,
-    /// Mean error over all cases: the model's on automated cases, a majority of
-    /// the assigned reviewers' (each erring at `1 − n_{y*}/N`) on reviewed ones.
+    /// Mean error over all cases: `1[ŷ ≠ y*]` on automated cases, the exact
+    /// error of a majority of the assigned reviewers (drawn from the case's own
+    /// label distribution, ties broken uniformly) on reviewed ones; against the
+    /// reference, or leave-one-reader-out where a case has none.
     pub total_error: f64,
+    /// 95% upper confidence bound on the expected total error (Hoeffding–Bentkus).
+    pub total_error_upper: f64,
+    /// Reviewer labels per case (0 for automated cases; audits not counted).
+    pub labels_per_case: f64,
     /// Mean error of the reviewers on the reviewed cases.
     pub reviewed_error: Option<f64>,
     pub mean_reviewers: Option<f64>,
@@ -46,24 +53,27 @@ pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) 
     let (mut total, mut reviewed_err, mut reviewers, mut reviewed) = (0.0, 0.0, 0u64, 0usize);
     let mut reasons = std::collections::BTreeMap::new();
     for case in cases {
-        let Some(y) = case.reference.or(case.majority) else {
-            continue;
-        };
-        let Some(h) = human_error(data.counts(case.index), Some(y)) else {
+        let counts = data.counts(case.index);
+        let Some(model_loss) = model_error_target(counts, case.reference, case.prediction.class())
+        else {
             continue;
         };
         let d = policy.decide(&case.prediction);
+        let panel = d.reviewers.clamp(1, MAX_PANEL);
+        let Some(panel_loss) = panel_error(counts, case.reference, panel) else {
+            continue;
+        };
         *reasons.entry(d.reason_code.to_string()).or_insert(0) += 1;
         n += 1;
         match d.route {
             Route::Automate => {
                 automated += 1;
-                let wrong = case.prediction.class() != y;
-                auto_errors += usize::from(wrong);
-                total += if wrong { 1.0 } else { 0.0 };
+                // The selective error's exact interval counts whole errors.
+                auto_errors += usize::from(model_loss >= 0.5);
+                total += model_loss;
             }
             Route::Review => {
-                let e = majority_vote_error(d.reviewers.max(1), h);
+                let e = panel_loss;
                 total += e;
                 reviewed_err += e;
                 reviewers += u64::from(d.reviewers);
@@ -83,6 +93,8 @@ pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) 
         selective_error_lower: lower,
         selective_error_upper: upper,
         total_error: total / n.max(1) as f64,
+        total_error_upper: hb_upper_bound(total / n.max(1) as f64, n, 0.05),
+        labels_per_case: reviewers as f64 / n.max(1) as f64,
         reviewed_error: (reviewed > 0).then(|| reviewed_err / reviewed as f64),
         mean_reviewers: (reviewed > 0).then(|| reviewers as f64 / reviewed as f64),
         reasons,

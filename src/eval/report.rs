@@ -1,6 +1,7 @@
 //! Writing an evaluation: `report.json`, `predictions.csv` (docs/formats.md), PNG plots,
 //! a self-contained `report.html`, and the short table `eval` prints.
 
+use crate::policy::AnyCertificate;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -116,7 +117,23 @@ pub fn summary_table(r: &Report) -> String {
     }
     if let Some(p) = &r.policy {
         let _ = writeln!(s, "policy {} ({})", p.name, p.version);
-        if let Some(c) = &p.certificate {
+        if let Some(AnyCertificate::System(c)) = &p.certificate {
+            let _ = writeln!(
+                s,
+                "  certificate  total error <= {} w.p. >= {}  n_cert {}  labels/case {:.3}  automation {:.3} (on the certification part)",
+                c.alpha,
+                1.0 - c.delta,
+                c.n_cert,
+                c.labels_per_case,
+                c.automation_rate
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  total error {:.4} (95% upper {:.4})  labels/case {:.3}",
+            p.total_error, p.total_error_upper, p.labels_per_case
+        );
+        if let Some(AnyCertificate::Risk(c)) = &p.certificate {
             let _ = writeln!(
                 s,
                 "  certificate  alpha {}  delta {}  n_cal {}  tau {}  expected automation {:.3}",
@@ -273,7 +290,20 @@ fn html(r: &Report, images: &[(String, String)]) -> String {
             fmt_opt(p.reviewed_error),
             fmt_opt(p.mean_reviewers)
         );
-        if let Some(c) = &p.certificate {
+        if let Some(AnyCertificate::System(c)) = &p.certificate {
+            let _ = write!(
+                h,
+                "<p>Certificate: with probability ≥ {:.3}, the total error of the system (automated and reviewed cases) is ≤ α = {}; \
+                 certified on n<sub>cert</sub> = {} cases; there: {:.3} labels per case, {:.3} automated. {}</p>",
+                1.0 - c.delta,
+                c.alpha,
+                c.n_cert,
+                c.labels_per_case,
+                c.automation_rate,
+                esc(&c.method)
+            );
+        }
+        if let Some(AnyCertificate::Risk(c)) = &p.certificate {
             let _ = write!(
                 h,
                 "<p>Certificate: with probability ≥ {:.3}, the error of automated cases is ≤ α = {}; \

@@ -93,6 +93,10 @@ pub struct Manifest {
     /// Divides the class logits (fitted on the calibration split).
     pub temperature: f64,
     pub training: Provenance,
+    /// Calibrators of `â`, `D̂`, `ĥ` (absent in bundles made before they existed:
+    /// the raw estimates are used then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<super::calibration::Calibrators>,
     /// Evaluation summaries by split name (`calibration`, `test`).
     #[serde(default)]
     pub metrics: serde_json::Map<String, serde_json::Value>,
@@ -128,6 +132,9 @@ impl Manifest {
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(format!("temperature: {} is not positive", self.temperature));
+        }
+        if let Some(c) = &self.calibration {
+            c.validate()?;
         }
         if self.architecture.ensemble == 0 {
             return Err("architecture.ensemble: must be at least 1".into());

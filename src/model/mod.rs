@@ -3,6 +3,7 @@
 //! on-disk bundle, device selection, and the loaded [`Predictor`].
 
 pub mod bundle;
+pub mod calibration;
 pub mod cnn;
 pub mod device;
 pub mod net;

@@ -19,6 +19,9 @@ pub struct MemberOutputs {
     pub disagreement_logit: Tensor,
     /// `[B]` human-error logits, when the head exists.
     pub human_error_logit: Option<Tensor>,
+    /// The last hidden layer `[B, width]`, the input of every head (a head-only
+    /// refit trains new heads on it with the body frozen).
+    pub features: Tensor,
 }
 
 /// The dense part every member ends in (the whole MLP member; the CNN's after its
@@ -77,6 +80,7 @@ impl DenseTop {
                 .as_ref()
                 .map(|head| head.forward(&h)?.squeeze(1))
                 .transpose()?,
+            features: h,
         })
     }
 }

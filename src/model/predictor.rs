@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::bundle::{self, Head, InputSchema, Manifest, WEIGHTS_FILE};
+use super::calibration::Calibrators;
 use super::cnn::{ConvNet, ImageShape};
 use super::net::{MemberOutputs, TriageNet};
 
@@ -75,8 +76,12 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
     /// Predicted pairwise disagreement `D̂` (the DUP score), in [0, 1].
     pub disagreement: f32,
-    /// Predicted error of one reviewer `ĥ`, when the bundle has that head.
+    /// Predicted error of one reviewer `ĥ`: the human-error head, calibrated when
+    /// the bundle has calibrators (which also give it without that head).
     pub human_error: Option<f32>,
+    /// Calibrated model error `â` (the chance that the predicted class is wrong
+    /// against the reference), when the bundle has calibrators.
+    pub model_error: Option<f32>,
 }
 
 impl Prediction {
@@ -86,6 +91,7 @@ impl Prediction {
         self.probabilities.iter().all(|p| p.is_finite())
             && self.disagreement.is_finite()
             && self.human_error.is_none_or(f32::is_finite)
+            && self.model_error.is_none_or(f32::is_finite)
     }
 
     /// The predicted class (first of the most probable).
@@ -108,8 +114,15 @@ impl Prediction {
             .sum::<f32>()
     }
 
-    /// Estimated algorithm error `â = 1 − max p`.
+    /// Estimated algorithm error `â`: calibrated against the reference when the
+    /// bundle has calibrators, else `1 − max p` (the chance that a random
+    /// annotator disagrees with the argmax, for a model trained on soft labels).
     pub fn algorithm_error(&self) -> f32 {
+        self.model_error.unwrap_or_else(|| self.confidence_error())
+    }
+
+    /// `1 − max p`, the raw score `â` is calibrated from.
+    pub fn confidence_error(&self) -> f32 {
         1.0 - self.probabilities[self.class()]
     }
 
@@ -184,14 +197,38 @@ impl RawOutputs {
         self
     }
 
-    pub fn predictions(&self, temperature: f64) -> Vec<Prediction> {
+    /// Predictions at `temperature`, with `calibration` applied when given.
+    pub fn predictions(
+        &self,
+        temperature: f64,
+        calibration: Option<&Calibrators>,
+    ) -> Vec<Prediction> {
         (0..self.len())
-            .map(|i| Prediction {
-                probabilities: self.probabilities(i, temperature),
-                disagreement: self.disagreement[i],
-                human_error: self.human_error.as_ref().map(|h| h[i]),
+            .map(|i| {
+                let raw = Prediction {
+                    probabilities: self.probabilities(i, temperature),
+                    disagreement: self.disagreement[i],
+                    human_error: self.human_error.as_ref().map(|h| h[i]),
+                    model_error: None,
+                };
+                match calibration {
+                    Some(c) => calibrate(raw, c),
+                    None => raw,
+                }
             })
             .collect()
+    }
+}
+
+/// Applies the bundle's calibrators to a raw prediction: `â` from `1 − max p`,
+/// `D̂` from the DUP head, `ĥ` from the human-error head (or the DUP head).
+pub fn calibrate(raw: Prediction, c: &Calibrators) -> Prediction {
+    let h_score = raw.human_error.unwrap_or(raw.disagreement);
+    Prediction {
+        model_error: Some(c.model_error.apply(f64::from(raw.confidence_error())) as f32),
+        disagreement: c.disagreement.apply(f64::from(raw.disagreement)) as f32,
+        human_error: Some(c.human_error.apply(f64::from(h_score)) as f32),
+        probabilities: raw.probabilities,
     }
 }
 
@@ -253,6 +290,45 @@ impl Predictor {
         self.manifest.temperature = t;
     }
 
+    pub fn set_calibration(&mut self, c: Option<Calibrators>) {
+        self.manifest.calibration = c;
+    }
+
+    /// The last hidden layer of each ensemble member for raw rows: `[B·width]`
+    /// per member, row-major, with the width.
+    pub fn features(&self, rows: &[f32]) -> anyhow::Result<(Vec<Vec<f32>>, usize)> {
+        let x = self.preprocessed(rows)?;
+        let outputs = self.net.forward(&x)?;
+        let mut width = 0;
+        let mut out = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            width = o.features.dim(1)?;
+            out.push(o.features.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok((out, width))
+    }
+
+    /// Preprocessed rows as a `[B, input_dim]` tensor.
+    fn preprocessed(&self, rows: &[f32]) -> anyhow::Result<Tensor> {
+        let dim = self.manifest.input_dim();
+        anyhow::ensure!(
+            dim > 0 && rows.len() % dim == 0,
+            "{} values are not whole rows of {dim} features",
+            rows.len()
+        );
+        let b = rows.len() / dim;
+        let mut x = rows.to_vec();
+        match self.manifest.input {
+            InputSchema::Features { .. } => {
+                for row in x.chunks_exact_mut(dim) {
+                    self.manifest.preprocessing.apply(row);
+                }
+            }
+            InputSchema::Image { .. } => self.manifest.preprocessing.apply_channels(&mut x),
+        }
+        Ok(Tensor::from_vec(x, (b, dim), &self.device)?)
+    }
+
     /// Runs the network on raw (un-preprocessed) rows, `input_dim` values per case,
     /// concatenated: feature vectors, or images as NHWC pixel values 0–255.
     pub fn raw_outputs(&self, rows: &[f32]) -> anyhow::Result<RawOutputs> {
@@ -272,16 +348,7 @@ impl Predictor {
                 num_classes: k,
             });
         }
-        let mut x = rows.to_vec();
-        match self.manifest.input {
-            InputSchema::Features { .. } => {
-                for row in x.chunks_exact_mut(dim) {
-                    self.manifest.preprocessing.apply(row);
-                }
-            }
-            InputSchema::Image { .. } => self.manifest.preprocessing.apply_channels(&mut x),
-        }
-        let x = Tensor::from_vec(x, (b, dim), &self.device)?;
+        let x = self.preprocessed(rows)?;
         let outputs = self.net.forward(&x)?;
         let m = outputs.len() as f32;
         let mut disagreement = vec![0.0f32; b];
@@ -310,9 +377,10 @@ impl Predictor {
 
     /// Calibrated predictions for raw feature rows.
     pub fn predict(&self, rows: &[f32]) -> anyhow::Result<Vec<Prediction>> {
-        Ok(self
-            .raw_outputs(rows)?
-            .predictions(self.manifest.temperature))
+        Ok(self.raw_outputs(rows)?.predictions(
+            self.manifest.temperature,
+            self.manifest.calibration.as_ref(),
+        ))
     }
 
     fn has_head(&self, head: Head) -> bool {

@@ -6,9 +6,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::budget::upper_quantile;
-use super::risk::{certify, Scored};
+use super::risk::{certify_parts, Scored};
 use super::spec::{AuditSpec, CalibrationInfo, PolicySpec, ReviewerSpec, RuleSpec, FORMAT_VERSION};
+use super::system::{self, SystemCase};
 use super::ThresholdScore;
+use crate::data::targets::{model_error_target, panel_error, MAX_PANEL};
 use crate::data::{Dataset, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::Predictor;
@@ -24,6 +26,9 @@ pub enum PolicyKind {
     Cost,
     /// Automate the largest set whose error is ≤ α with probability ≥ 1 − δ.
     Risk,
+    /// Reviewers per case (0 = automate) with the total error of the whole
+    /// human–AI system ≤ α with probability ≥ 1 − δ.
+    System,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +62,10 @@ pub struct CalibrateConfig {
     /// Most reviewers per case.
     #[arg(long, default_value_t = 3)]
     pub k_max: u32,
+    /// system: most labels (reviewers) per case; default --k-max. Without
+    /// reference labels the system policy uses 1 (see `data::targets::panel_error`).
+    #[arg(long)]
+    pub max_labels: Option<u32>,
     /// Reviewers per case: smallest k with predicted majority-vote error ≤ this.
     #[arg(long, default_value_t = 0.05)]
     pub reviewer_target_error: f64,
@@ -101,6 +110,10 @@ pub fn calibrate(
             class_groups: None,
         },
     )?;
+    // The fitting part orders the grid; the certification part only tests it.
+    let parts = data.calibration_parts(&ev.cases.iter().map(|c| c.index).collect::<Vec<_>>());
+    let by_index: std::collections::HashMap<usize, &eval::CaseResult> =
+        ev.cases.iter().map(|c| (c.index, c)).collect();
     let rule = match cfg.policy {
         PolicyKind::Threshold => RuleSpec::Threshold {
             score: cfg.score,
@@ -124,24 +137,80 @@ pub fn calibrate(
             }
         }
         PolicyKind::Risk => {
-            let scored: Vec<Scored> = ev
-                .cases
-                .iter()
-                .filter_map(|c| {
-                    let y = c.reference.or(c.majority)?;
-                    Some(Scored {
-                        confidence: 1.0 - f64::from(c.prediction.algorithm_error()),
-                        error: c.prediction.class() != y,
+            let scored = |part: &[usize]| -> Vec<Scored> {
+                part.iter()
+                    .filter_map(|i| {
+                        let c = by_index.get(i)?;
+                        let y = c.reference.or(c.majority)?;
+                        Some(Scored {
+                            confidence: 1.0 - f64::from(c.prediction.algorithm_error()),
+                            error: c.prediction.class() != y,
+                        })
                     })
-                })
-                .collect();
+                    .collect()
+            };
+            let (grid, test) = (scored(&parts.fit), scored(&parts.certify));
             anyhow::ensure!(
-                !scored.is_empty(),
-                "no labelled cases in the {} split",
+                !grid.is_empty() && !test.is_empty(),
+                "no labelled cases in the fitting or certification part of the {} split",
                 cfg.split
             );
             RuleSpec::Risk {
-                certificate: certify(&scored, cfg.alpha, cfg.delta),
+                certificate: certify_parts(&grid, &test, cfg.alpha, cfg.delta),
+            }
+        }
+        PolicyKind::System => {
+            let with_reference = ev.cases.iter().filter(|c| c.reference.is_some()).count();
+            let referenced = with_reference * 2 >= ev.cases.len();
+            let asked = cfg.max_labels.unwrap_or(cfg.k_max);
+            anyhow::ensure!(
+                (1..=MAX_PANEL).contains(&asked),
+                "--max-labels must be in 1..={MAX_PANEL}"
+            );
+            // Without references a panel of k ≥ 2 is scored against the same
+            // readers it is drawn from (optimistic), so only k = 1 is offered.
+            let k_max = if referenced { asked } else { 1 };
+            if k_max < asked {
+                tracing::warn!(
+                    asked,
+                    "no reference labels: the system policy offers at most 1 reviewer per case"
+                );
+            }
+            let cases = |part: &[usize]| -> Vec<SystemCase> {
+                part.iter()
+                    .filter_map(|i| {
+                        let c = by_index.get(i)?;
+                        let counts = data.counts(c.index);
+                        let reference = if referenced { c.reference } else { None };
+                        let mut loss =
+                            vec![model_error_target(counts, reference, c.prediction.class())?];
+                        for k in 1..=k_max {
+                            loss.push(panel_error(counts, reference, k)?);
+                        }
+                        Some(SystemCase {
+                            model_error: f64::from(c.prediction.algorithm_error()),
+                            human_error: f64::from(c.prediction.estimated_human_error()),
+                            loss,
+                        })
+                    })
+                    .collect()
+            };
+            let (fit, cert) = (cases(&parts.fit), cases(&parts.certify));
+            anyhow::ensure!(
+                !fit.is_empty() && !cert.is_empty(),
+                "no cases with a usable target in the fitting or certification part of the {} split",
+                cfg.split
+            );
+            if predictor.manifest().calibration.is_none() {
+                tracing::warn!("the bundle has no calibrators: the system policy routes on the raw 1 - max p and D-hat");
+            }
+            let target = if referenced {
+                "reference label"
+            } else {
+                "leave-one-reader-out majority of the other readers"
+            };
+            RuleSpec::System {
+                certificate: system::certify(&fit, &cert, cfg.alpha, cfg.delta, k_max, target),
             }
         }
     };
@@ -162,7 +231,7 @@ pub fn calibrate(
         calibration: Some(CalibrationInfo {
             data_file: crate::train::file_label(data_path),
             data_sha256: crate::train::sha256_file(data_path)?,
-            split: cfg.split.to_string(),
+            split: format!("{}; {}", cfg.split, parts.describe()),
             n: ev.cases.len(),
             model_version: predictor.manifest().version.clone(),
             created_at: chrono::Utc::now().to_rfc3339(),

@@ -13,6 +13,7 @@ pub mod budget;
 pub mod calibrate;
 pub mod risk;
 pub mod spec;
+pub mod system;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -141,9 +142,18 @@ pub struct PolicyInfo {
     /// The policy's parameters.
     #[schema(value_type = Object)]
     pub parameters: serde_json::Value,
-    /// The risk-controlled policy's guarantee.
+    /// The guarantee of a `risk` or `system` policy.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<AnyCertificate>,
+}
+
+/// A policy's guarantee: on automated cases (`risk`) or on the whole system
+/// (`system`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum AnyCertificate {
+    Risk(Certificate),
+    System(system::SystemCertificate),
 }
 
 /// Reason codes (a bounded set: they are metric labels).
@@ -157,6 +167,9 @@ pub const REASON_CODES: &[&str] = &[
     "risk_certified",
     "risk_not_certified",
     "risk_no_valid_threshold",
+    "system_automate",
+    "system_review",
+    "system_not_certified",
     "audit_sample",
     "audit_fallback",
     "shadow_mode",
@@ -176,6 +189,12 @@ enum Rule {
     },
     Risk {
         tau: Option<f64>,
+        alpha: f64,
+        delta: f64,
+    },
+    System {
+        setting: Option<system::SystemSetting>,
+        k_max: u32,
         alpha: f64,
         delta: f64,
     },
@@ -278,7 +297,16 @@ impl Policy {
                     alpha: certificate.alpha,
                     delta: certificate.delta,
                 },
-                Some(certificate.clone()),
+                Some(AnyCertificate::Risk(certificate.clone())),
+            ),
+            RuleSpec::System { certificate } => (
+                Rule::System {
+                    setting: certificate.setting,
+                    k_max: certificate.k_max,
+                    alpha: certificate.alpha,
+                    delta: certificate.delta,
+                },
+                Some(AnyCertificate::System(certificate.clone())),
             ),
         };
         Policy {
@@ -548,6 +576,37 @@ impl Policy {
                         "risk_certified",
                     ),
                     Some(t) => review(format!("confidence {c:.4} < certified threshold {t:.4}"), "risk_not_certified"),
+                }
+            }
+            Rule::System {
+                setting,
+                k_max,
+                alpha,
+                delta,
+            } => {
+                let a = f64::from(p.algorithm_error());
+                match setting {
+                    None => Decision {
+                        reviewers: *k_max,
+                        ..review(
+                            format!("no setting certified at total error {alpha}, delta {delta}: every case gets {k_max} reviewers"),
+                            "system_not_certified",
+                        )
+                    },
+                    Some(s) => match system::reviewers(a, h, *s, *k_max) {
+                        0 => automate(
+                            format!("model error {a:.4} is within the certified setting (threshold {:.4}, price {}): total error <= {alpha} w.p. >= {}", s.threshold, s.price, 1.0 - delta),
+                            "system_automate",
+                        ),
+                        k => Decision {
+                            reviewers: k,
+                            escalate_on_disagreement: false,
+                            ..review(
+                                format!("model error {a:.4}, reviewer error {h:.4}: {k} reviewer(s) (threshold {:.4}, price {}; total error <= {alpha} w.p. >= {})", s.threshold, s.price, 1.0 - delta),
+                                "system_review",
+                            )
+                        },
+                    },
                 }
             }
         }

@@ -36,8 +36,25 @@ pub struct Scored {
 /// Certifies a confidence threshold on `cases` (the calibration split in data set
 /// order). Cases at even positions build the grid; odd positions are tested.
 pub fn certify(cases: &[Scored], alpha: f64, delta: f64) -> Certificate {
-    let grid_half: Vec<f64> = cases.iter().step_by(2).map(|c| c.confidence).collect();
-    let test_half: Vec<Scored> = cases.iter().skip(1).step_by(2).copied().collect();
+    let grid: Vec<Scored> = cases.iter().step_by(2).copied().collect();
+    let test: Vec<Scored> = cases.iter().skip(1).step_by(2).copied().collect();
+    let mut c = certify_parts(&grid, &test, alpha, delta);
+    c.method = "fixed-sequence testing, exact binomial tail; grid from even-position calibration cases (from the top decile or the 60th largest down), tests on odd-position cases".into();
+    c
+}
+
+/// Certifies a confidence threshold with the grid built from `grid_cases` and the
+/// hypotheses tested on `test_cases` (disjoint: the calibration split's fitting
+/// and certification parts, divided by group).
+pub fn certify_parts(
+    grid_cases: &[Scored],
+    test_cases: &[Scored],
+    alpha: f64,
+    delta: f64,
+) -> Certificate {
+    let grid_half: Vec<f64> = grid_cases.iter().map(|c| c.confidence).collect();
+    let test_half: Vec<Scored> = test_cases.to_vec();
+    let cases: Vec<Scored> = grid_cases.iter().chain(test_cases).copied().collect();
     let start = grid_half
         .len()
         .div_ceil(START_DIVISOR)
@@ -79,7 +96,7 @@ pub fn certify(cases: &[Scored], alpha: f64, delta: f64) -> Certificate {
         grid_size: grid.len(),
         certified_steps: steps,
         score: "confidence".into(),
-        method: "fixed-sequence testing, exact binomial tail; grid from even-position calibration cases (from the top decile or the 60th largest down), tests on odd-position cases".into(),
+        method: "fixed-sequence testing, exact binomial tail; grid from the calibration split's fitting part (from the top decile or the 60th largest down), tests on its certification part (divided by group)".into(),
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::system::SystemCertificate;
 use super::ThresholdScore;
 
 pub const POLICY_FILE: &str = "policy.json";
@@ -35,6 +36,9 @@ pub enum RuleSpec {
     Cost { error_cost: f64, effort_cost: f64 },
     /// Automate iff confidence `max p ≥ τ`, with τ certified on calibration data.
     Risk { certificate: Certificate },
+    /// Reviewers per case k ∈ {0, …, k_max} from calibrated `â` and `ĥ`, with the
+    /// total error of automated and reviewed cases certified (`policy::system`).
+    System { certificate: SystemCertificate },
 }
 
 impl RuleSpec {
@@ -44,6 +48,7 @@ impl RuleSpec {
             RuleSpec::Budget { .. } => "budget",
             RuleSpec::Cost { .. } => "cost",
             RuleSpec::Risk { .. } => "risk",
+            RuleSpec::System { .. } => "system",
         }
     }
 }
@@ -210,6 +215,25 @@ impl PolicySpec {
                 if !(c.alpha > 0.0 && c.alpha < 1.0 && c.delta > 0.0 && c.delta < 1.0) =>
             {
                 Err("rule.certificate: alpha and delta must be in (0, 1)".into())
+            }
+            RuleSpec::System { certificate: c } => {
+                if !(c.alpha > 0.0 && c.alpha < 1.0 && c.delta > 0.0 && c.delta < 1.0) {
+                    Err("rule.certificate: alpha and delta must be in (0, 1)".into())
+                } else if c.k_max == 0 || c.k_max > crate::data::targets::MAX_PANEL {
+                    Err(format!(
+                        "rule.certificate.k_max must be in 1..={}",
+                        crate::data::targets::MAX_PANEL
+                    ))
+                } else if c.setting.is_some_and(|s| {
+                    s.threshold.is_nan() || !(s.price.is_finite() && s.price >= 0.0)
+                }) {
+                    Err(
+                        "rule.certificate.setting: threshold and price must be numbers, price >= 0"
+                            .into(),
+                    )
+                } else {
+                    Ok(())
+                }
             }
             _ => Ok(()),
         }

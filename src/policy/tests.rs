@@ -8,6 +8,7 @@ fn pred(probs: &[f32], d: f32, h: Option<f32>) -> Prediction {
         probabilities: probs.to_vec(),
         disagreement: d,
         human_error: h,
+        model_error: None,
     }
 }
 
@@ -116,7 +117,10 @@ fn risk_policy_automates_at_or_above_tau_and_reviews_all_without_one() {
         (d.route, d.reason_code),
         (Route::Review, "risk_not_certified")
     );
-    assert_eq!(p.info().certificate.as_ref().unwrap().tau, Some(0.9));
+    match p.info().certificate.as_ref().unwrap() {
+        AnyCertificate::Risk(c) => assert_eq!(c.tau, Some(0.9)),
+        other => panic!("{other:?}"),
+    }
 
     let p = Policy::from_spec(
         &spec(RuleSpec::Risk {

@@ -235,7 +235,10 @@ pub fn train_images(
             .filter(|&i| data.counts(i).iter().any(|&c| c > 0))
             .collect(),
     };
-    let cal_idx = usable(cal_data, Split::Calibration)?;
+    // Only the fitting part of the calibration split: the certification part
+    // stays unseen by early stopping, the temperature and the calibrators.
+    let cal_parts = cal_data.calibration_parts(&usable(cal_data, Split::Calibration)?);
+    let cal_idx = cal_parts.fit.clone();
     anyhow::ensure!(
         train_idx.len() >= 2,
         "the train split has {} labelled images; need at least 2",
@@ -448,7 +451,7 @@ pub fn train_images(
         started,
         started_at,
     }
-    .finish(&varmap, cal_data, &cal_idx, out, cfg, device)
+    .finish(&varmap, cal_data, &cal_parts, out, cfg, device)
 }
 
 /// Folds this step's batch statistics into the running statistics.

@@ -5,6 +5,7 @@
 
 pub mod image;
 pub mod loss;
+pub mod refit;
 pub mod temperature;
 
 use std::path::Path;
@@ -20,10 +21,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::data::targets::{human_error, pairwise_disagreement, soft_label};
-use crate::data::{Dataset, Split};
+use crate::data::targets::{
+    human_error, human_error_target, model_error_target, pairwise_disagreement, soft_label,
+};
+use crate::data::{CalibrationParts, Dataset, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::bundle::{self, Provenance, FORMAT_VERSION};
+use crate::model::calibration::{Calibrators, Isotonic};
 use crate::model::net::{Dropout, MemberOutputs, TriageNet};
 use crate::model::predictor::Network;
 use crate::model::predictor::RawOutputs;
@@ -169,7 +173,10 @@ pub fn train(
         }
     };
     let train_idx = usable(&data, Split::Train)?;
-    let cal_idx = usable(&data, Split::Calibration)?;
+    // Only the fitting part of the calibration split: the certification part
+    // stays unseen by early stopping, the temperature and the calibrators.
+    let cal_parts = data.calibration_parts(&usable(&data, Split::Calibration)?);
+    let cal_idx = cal_parts.fit.clone();
     anyhow::ensure!(
         train_idx.len() >= 2,
         "the train split has {} labelled cases; need at least 2",
@@ -296,7 +303,7 @@ pub fn train(
         started,
         started_at,
     }
-    .finish(&varmap, &data, &cal_idx, out, cfg, device)
+    .finish(&varmap, &data, &cal_parts, out, cfg, device)
 }
 
 /// A finished training loop, before its bundle is written.
@@ -328,11 +335,12 @@ impl TrainedRun<'_> {
         self,
         varmap: &VarMap,
         cal_data: &Dataset,
-        cal_idx: &[usize],
+        cal_parts: &CalibrationParts,
         out: &Path,
         cfg: &TrainConfig,
         device: &Device,
     ) -> anyhow::Result<TrainOutcome> {
+        let cal_idx = &cal_parts.fit;
         let (epochs_run, best_epoch) = (self.epochs_run, self.best.1);
         let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
@@ -348,7 +356,7 @@ impl TrainedRun<'_> {
                 data_file: file_label(self.data_path),
                 data_sha256: sha256_file(self.data_path)?,
                 data_source: self.data.source().to_string(),
-                split: self.split_note,
+                split: format!("{}; {}", self.split_note, cal_parts.describe()),
                 n_train: self.n_train,
                 n_calibration: cal_idx.len(),
                 seed: cfg.seed,
@@ -361,6 +369,7 @@ impl TrainedRun<'_> {
                 duration_seconds: 0.0,
                 triaged_version: env!("CARGO_PKG_VERSION").to_string(),
             },
+            calibration: None,
             metrics: serde_json::Map::new(),
         };
         let net = Network::new(
@@ -388,7 +397,7 @@ impl TrainedRun<'_> {
 
 /// Fits the temperature on the calibration cases `cal_idx` of `cal_data`, evaluates
 /// the calibration and test splits into the manifest's metrics, and writes the bundle.
-fn finish_bundle(
+pub(crate) fn finish_bundle(
     mut predictor: Predictor,
     manifest: &mut Manifest,
     cal_data: &Dataset,
@@ -418,8 +427,10 @@ fn finish_bundle(
     predictor.set_temperature(manifest.temperature);
     tracing::info!(
         temperature = manifest.temperature,
-        "temperature fitted on the calibration split"
+        "temperature fitted on the calibration split's fitting part"
     );
+    manifest.calibration = fit_calibrators(&cal_raw, manifest.temperature, cal_data, cal_idx);
+    predictor.set_calibration(manifest.calibration.clone());
     for split in [Split::Calibration, Split::Test] {
         if cal_data.indices(Some(split))?.is_empty() {
             continue;
@@ -438,6 +449,55 @@ fn finish_bundle(
     }
     manifest.training.duration_seconds = started.elapsed().as_secs_f64();
     bundle::write_bundle(out, manifest, varmap)
+}
+
+/// Fits the isotonic calibrators of `â`, `D̂`, `ĥ` (`model::calibration`) on the
+/// cases `idx` of `data`, whose raw outputs are `raw` (same order). `None` when
+/// the cases carry no usable targets.
+pub(crate) fn fit_calibrators(
+    raw: &RawOutputs,
+    temperature: f64,
+    data: &Dataset,
+    idx: &[usize],
+) -> Option<Calibrators> {
+    let preds = raw.predictions(temperature, None);
+    let (mut a_s, mut a_t, mut d_s, mut d_t, mut h_s, mut h_t) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut with_reference = 0usize;
+    for (p, &i) in preds.iter().zip(idx) {
+        let counts = data.counts(i);
+        let reference = data.reference(i);
+        with_reference += usize::from(reference.is_some());
+        if let Some(t) = model_error_target(counts, reference, p.class()) {
+            a_s.push(f64::from(p.confidence_error()));
+            a_t.push(t);
+        }
+        if let Some(t) = pairwise_disagreement(counts) {
+            d_s.push(f64::from(p.disagreement));
+            d_t.push(t);
+        }
+        if let Some(t) = human_error_target(counts, reference) {
+            h_s.push(f64::from(p.human_error.unwrap_or(p.disagreement)));
+            h_t.push(t);
+        }
+    }
+    let c = Calibrators {
+        model_error: Isotonic::fit(&a_s, &a_t)?,
+        disagreement: Isotonic::fit(&d_s, &d_t)?,
+        human_error: Isotonic::fit(&h_s, &h_t)?,
+        target: if with_reference * 2 >= idx.len() {
+            "reference label".into()
+        } else {
+            "leave-one-reader-out majority of the other readers".into()
+        },
+        fitted_on: format!(
+            "{} cases of the calibration split's fitting part of {}",
+            idx.len(),
+            data.source()
+        ),
+    };
+    c.validate().ok()?;
+    Some(c)
 }
 
 /// The headline numbers stored in `model.json`.

@@ -231,6 +231,7 @@ fn import_cifar(csv: &str, labels: LabelLayout, split: bool) -> Dataset {
             classes: Some(CIFAR_CLASSES.iter().map(|c| c.to_string()).collect()),
             min_labels: 0,
             image_column: Some("image".into()),
+            group: None,
         },
         height: 32,
         width: 32,

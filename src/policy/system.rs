@@ -1,0 +1,347 @@
+//! The `system` policy: a certificate on the total error of the human–AI system
+//! (automated cases *and* reviewed ones), with reviewers chosen per case.
+//!
+//! **Rule.** For a case with calibrated model error `â` and calibrated reviewer
+//! error `ĥ`, a panel of k reviewers is predicted to err at `e_k = P(majority of
+//! k errs)` (independent reviewers erring at `ĥ`). At a setting (t, λ) — a
+//! routing threshold and a price per label — the best panel is
+//! `k* = argmin_{1≤k≤k_max} e_k + λ·k`, and the case is reviewed by k* reviewers
+//! iff `â > e_{k*} + λ·k* + t`, else automated.
+//!
+//! **Certificate** (Learn-then-Test, Angelopoulos et al. 2021). Per-case loss in
+//! [0, 1]: `1[ŷ ≠ y*]` when automated, else the exact error of a k-reviewer
+//! majority on that case's label distribution (`data::targets::panel_error`;
+//! without a reference, leave-one-reader-out against the other readers). Each
+//! setting is a hypothesis "expected loss > α", tested with the Hoeffding–Bentkus
+//! p-value on the certification part. The order of the tests comes from the
+//! fitting part only: for each price λ (|Λ| of them, δ split equally —
+//! Bonferroni), thresholds go from "review everything" towards "automate
+//! everything", tested in sequence until the first failure (fixed-sequence
+//! testing). Family-wise error ≤ δ, so *every* certified setting has total error
+//! ≤ α with probability ≥ 1 − δ over the certification draw; among them the one
+//! with the fewest labels per case (on the certification part) is served.
+//!
+//! What it does not promise: anything about a single case, about data unlike the
+//! calibration data (drift — the audit monitor watches for that), or about labels
+//! beyond the first k when reviewers tie (the queue asks more; they only help).
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{binomial_cdf, majority_vote_error};
+
+/// Prices per label tried (in units of error probability per label).
+pub const PRICES: [f64; 6] = [0.0, 0.002, 0.005, 0.01, 0.02, 0.05];
+/// Review shares the threshold grid steps through (100%, 99%, …, 0%).
+const GRID_STEPS: usize = 100;
+
+/// The served setting of a system policy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SystemSetting {
+    /// Routing threshold t on `â − (e_k + λ·k)`.
+    pub threshold: f64,
+    /// Price λ of one label.
+    pub price: f64,
+}
+
+/// The guarantee of a `system` policy, as served at `GET /v1/models/{m}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SystemCertificate {
+    /// Bound on the expected total error (automated + reviewed cases).
+    pub alpha: f64,
+    /// Allowed probability that the bound fails (over the calibration draw).
+    pub delta: f64,
+    /// Cases the hypotheses were tested on (the certification part).
+    pub n_cert: usize,
+    /// Cases the grid and calibrators were fitted on (the fitting part).
+    pub n_fit: usize,
+    /// The served setting; `None` when nothing was certified (every case is then
+    /// reviewed by `k_max` reviewers).
+    pub setting: Option<SystemSetting>,
+    /// Most reviewers per case.
+    pub k_max: u32,
+    /// On the certification part, at the served setting: labels per case, share
+    /// automated, mean total error, and the Hoeffding–Bentkus p-value.
+    pub labels_per_case: f64,
+    pub automation_rate: f64,
+    pub total_error: f64,
+    pub p_value: Option<f64>,
+    /// Hypotheses in the grid and how many were certified.
+    pub grid_size: usize,
+    pub certified: usize,
+    /// What the loss compares with (`reference label` or the leave-one-out majority).
+    pub target: String,
+    pub method: String,
+}
+
+/// One calibration case as the system policy sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemCase {
+    /// Calibrated model error `â`.
+    pub model_error: f64,
+    /// Calibrated error of one reviewer `ĥ`.
+    pub human_error: f64,
+    /// `loss[0]` = the model's error target, `loss[k]` = a k-panel's exact error.
+    pub loss: Vec<f64>,
+}
+
+/// Reviewers a case gets at `setting`: 0 (automate) or the best panel size.
+pub fn reviewers(model_error: f64, human_error: f64, setting: SystemSetting, k_max: u32) -> u32 {
+    let (k, cost) = best_panel(human_error, setting.price, k_max);
+    if model_error > cost + setting.threshold {
+        k
+    } else {
+        0
+    }
+}
+
+/// The panel size minimising `e_k + λ·k`, and that cost.
+fn best_panel(human_error: f64, price: f64, k_max: u32) -> (u32, f64) {
+    (1..=k_max.max(1))
+        .map(|k| {
+            (
+                k,
+                majority_vote_error(k, human_error) + price * f64::from(k),
+            )
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((1, 1.0))
+}
+
+/// `â − (e_{k*} + λ·k*)`: the routing score thresholded at t.
+fn benefit(c: &SystemCase, price: f64, k_max: u32) -> f64 {
+    c.model_error - best_panel(c.human_error, price, k_max).1
+}
+
+/// Loss and labels of a case at a setting.
+fn outcome(c: &SystemCase, setting: SystemSetting, k_max: u32) -> (f64, u32) {
+    let k = reviewers(c.model_error, c.human_error, setting, k_max);
+    let loss = c.loss.get(k as usize).copied().unwrap_or(1.0);
+    (loss, k)
+}
+
+/// Mean loss, labels per case and automation share of `cases` at `setting`.
+pub fn summarise(cases: &[SystemCase], setting: SystemSetting, k_max: u32) -> (f64, f64, f64) {
+    let n = cases.len().max(1) as f64;
+    let (mut loss, mut labels, mut automated) = (0.0, 0.0, 0.0);
+    for c in cases {
+        let (l, k) = outcome(c, setting, k_max);
+        loss += l;
+        labels += f64::from(k);
+        automated += f64::from(u8::from(k == 0));
+    }
+    (loss / n, labels / n, automated / n)
+}
+
+/// Hoeffding–Bentkus p-value for "mean of losses in [0, 1] > α" given the
+/// observed mean `risk` over `n` cases (Bates et al. 2021, Prop. 5):
+/// `min(exp(−n·h(min(risk, α), α)), e·P(Bin(n, α) ≤ ⌈n·risk⌉))`.
+pub fn hb_p_value(risk: f64, n: usize, alpha: f64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let nf = n as f64;
+    let r = risk.clamp(0.0, 1.0);
+    let hoeffding = if r >= alpha {
+        1.0
+    } else {
+        (-nf * kl_bernoulli(r, alpha)).exp()
+    };
+    let k = (nf * r - 1e-9).ceil().max(0.0) as u64;
+    let bentkus = std::f64::consts::E * binomial_cdf(k, n as u64, alpha);
+    hoeffding.min(bentkus).min(1.0)
+}
+
+/// `a·ln(a/b) + (1−a)·ln((1−a)/(1−b))`.
+fn kl_bernoulli(a: f64, b: f64) -> f64 {
+    let term = |x: f64, y: f64| if x <= 0.0 { 0.0 } else { x * (x / y).ln() };
+    term(a, b) + term(1.0 - a, 1.0 - b)
+}
+
+/// The (1 − `delta`) upper confidence bound on the mean of losses in [0, 1]
+/// whose observed mean is `risk` over `n` cases: the smallest α that the
+/// Hoeffding–Bentkus test does not reject... inverted by bisection.
+pub fn hb_upper_bound(risk: f64, n: usize, delta: f64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (risk.clamp(0.0, 1.0), 1.0f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if hb_p_value(risk, n, mid) <= delta {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// Certifies a setting on `cert` with the grid ordered on `fit` (see the module
+/// documentation). `target` names what the losses compare with.
+pub fn certify(
+    fit: &[SystemCase],
+    cert: &[SystemCase],
+    alpha: f64,
+    delta: f64,
+    k_max: u32,
+    target: &str,
+) -> SystemCertificate {
+    let per_price = delta / PRICES.len() as f64;
+    let mut certified: Vec<(SystemSetting, f64, f64, f64, f64)> = Vec::new();
+    let mut grid_size = 0;
+    for &price in &PRICES {
+        for threshold in thresholds(fit, price, k_max) {
+            grid_size += 1;
+            let setting = SystemSetting { threshold, price };
+            let (risk, labels, automated) = summarise(cert, setting, k_max);
+            let p = hb_p_value(risk, cert.len(), alpha);
+            if p > per_price {
+                break;
+            }
+            certified.push((setting, risk, labels, automated, p));
+        }
+    }
+    let best = certified
+        .iter()
+        .min_by(|a, b| a.2.total_cmp(&b.2).then(b.3.total_cmp(&a.3)))
+        .copied();
+    let review_all = SystemSetting {
+        threshold: f64::NEG_INFINITY,
+        price: 0.0,
+    };
+    let (risk, labels, automated) = match best {
+        Some((_, r, l, a, _)) => (r, l, a),
+        None => {
+            let k = k_max as usize;
+            let n = cert.len().max(1) as f64;
+            let r = cert
+                .iter()
+                .map(|c| c.loss.get(k).copied().unwrap_or(1.0))
+                .sum::<f64>()
+                / n;
+            let _ = review_all;
+            (r, f64::from(k_max), 0.0)
+        }
+    };
+    SystemCertificate {
+        alpha,
+        delta,
+        n_cert: cert.len(),
+        n_fit: fit.len(),
+        setting: best.map(|b| b.0),
+        k_max,
+        labels_per_case: labels,
+        automation_rate: automated,
+        total_error: risk,
+        p_value: best.map(|b| b.4),
+        grid_size,
+        certified: certified.len(),
+        target: target.to_string(),
+        method: format!(
+            "Learn-then-Test: Hoeffding-Bentkus p-values on the certification part; for each of {} prices per label (delta split equally), fixed-sequence testing over thresholds ordered on the fitting part from review-all to automate-all; served: fewest labels per case among the certified",
+            PRICES.len()
+        ),
+    }
+}
+
+/// Thresholds for one price, from "review everything" (−∞) up through the
+/// fitting part's benefit quantiles, so review shares fall 100%, 99%, …, 0%.
+fn thresholds(fit: &[SystemCase], price: f64, k_max: u32) -> Vec<f64> {
+    let mut b: Vec<f64> = fit.iter().map(|c| benefit(c, price, k_max)).collect();
+    b.sort_by(f64::total_cmp);
+    let mut out = vec![f64::NEG_INFINITY];
+    if b.is_empty() {
+        return out;
+    }
+    for step in 1..=GRID_STEPS {
+        // Review share 1 − step/GRID_STEPS: review iff benefit > the quantile.
+        let q = step as f64 / GRID_STEPS as f64;
+        let i = ((q * b.len() as f64).ceil() as usize).clamp(1, b.len()) - 1;
+        let t = b[i];
+        if out.last().is_some_and(|&last| t <= last) {
+            continue;
+        }
+        out.push(t);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hb_p_value_behaves() {
+        // Far below alpha: tiny p; at or above: not significant.
+        assert!(hb_p_value(0.01, 2000, 0.05) < 1e-6);
+        assert!(hb_p_value(0.05, 2000, 0.05) > 0.5);
+        assert_eq!(hb_p_value(0.2, 100, 0.1), 1.0);
+        // The upper bound lies above the mean and shrinks with n.
+        let u1 = hb_upper_bound(0.04, 500, 0.05);
+        let u2 = hb_upper_bound(0.04, 5000, 0.05);
+        assert!(u1 > u2 && u2 > 0.04, "{u1} {u2}");
+    }
+
+    /// A population with known truth: `â` and `ĥ` are calibrated probabilities;
+    /// the model errs with probability `â`, one reviewer with `ĥ`, panels by the
+    /// binomial majority — so the true total error of any setting is known up to
+    /// the large test sample's noise.
+    fn population(n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<SystemCase> {
+        use rand::Rng;
+        (0..n)
+            .map(|_| {
+                let a: f64 = rng.gen_range(0.0f64..1.0).powi(3) * 0.8;
+                let h: f64 = rng.gen_range(0.0f64..1.0).powi(2) * 0.45;
+                let mut loss = vec![f64::from(u8::from(rng.gen::<f64>() < a))];
+                loss.extend((1..=3).map(|k| majority_vote_error(k, h)));
+                SystemCase {
+                    model_error: a,
+                    human_error: h,
+                    loss,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn certificate_holds_in_at_least_1_minus_delta_of_100_repetitions() {
+        use rand::SeedableRng;
+        let (alpha, delta) = (0.08, 0.1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let truth = population(200_000, &mut rng);
+        let (mut violations, mut automated) = (0, 0.0);
+        for _ in 0..100 {
+            let fit = population(1500, &mut rng);
+            let cert = population(1500, &mut rng);
+            let c = certify(&fit, &cert, alpha, delta, 3, "reference label");
+            let Some(setting) = c.setting else { continue };
+            let (true_risk, _, auto) = summarise(&truth, setting, 3);
+            violations += usize::from(true_risk > alpha + 0.002);
+            automated += auto;
+        }
+        assert!(
+            violations <= 10,
+            "the certificate failed in {violations} of 100 repetitions (delta = {delta})"
+        );
+        // Not vacuous: most cases are automated (the model is usually sure).
+        assert!(
+            automated / 100.0 > 0.4,
+            "mean automation {}",
+            automated / 100.0
+        );
+    }
+
+    #[test]
+    fn reviewers_follow_the_rule() {
+        let s = SystemSetting {
+            threshold: 0.0,
+            price: 0.01,
+        };
+        // A confident model: automate.
+        assert_eq!(reviewers(0.001, 0.05, s, 3), 0);
+        // A doubtful model, reliable reviewers: one reviewer suffices.
+        assert_eq!(reviewers(0.5, 0.01, s, 3), 1);
+        // Reviewers who err often: a panel of three is worth its price.
+        assert_eq!(reviewers(0.5, 0.2, s, 3), 3);
+    }
+}
