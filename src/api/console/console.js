@@ -570,7 +570,8 @@
     const r = state.review;
     if (!r || r.labeled) return;
     const now = Date.now() + state.serverOffsetMs;
-    const left = (r.claim.lease.expires_at - now) / 1000;
+    // The Date header has whole seconds: never show more than a full lease.
+    const left = Math.min((r.claim.lease.expires_at - now) / 1000, state.settings.lease_seconds);
     if (left <= 0) {
       const id = r.claim.case.id;
       forgetCase();
