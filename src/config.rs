@@ -25,6 +25,17 @@ pub struct Settings {
     pub store: StoreSettings,
     pub auth: AuthSettings,
     pub webhooks: WebhookSettings,
+    pub console: ConsoleSettings,
+}
+
+/// The reviewer console (`/console/`, docs/console.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Show the model's suggestion before the reviewer labels. Off by default:
+    /// a reviewer who sees the model's answer first anchors on it, and the
+    /// labels stop being an independent check of the model.
+    pub show_suggestion: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

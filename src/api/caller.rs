@@ -1,7 +1,8 @@
 //! Who is calling, as actix extractors that carry their role check: a handler
 //! takes a [`Client`], [`Reviewer`], [`Reader`], [`Adjudicator`] or [`Admin`] argument and cannot
-//! run without that role (admins pass every check). The `Oip*` twins answer
-//! refusals in the Open Inference Protocol's error shape.
+//! run without that role (admins pass every check); [`Authenticated`] only
+//! says who is calling. The `Oip*` twins answer refusals in the Open Inference
+//! Protocol's error shape.
 
 use std::future::{ready, Ready};
 
@@ -11,16 +12,20 @@ use super::problem::{ApiError, OipError};
 use super::AppState;
 use crate::auth::{Caller, Role};
 
-/// Authenticates the request's bearer token (or, in open mode, its subject
-/// header) and checks the caller has one of `roles`.
-fn authorize(req: &HttpRequest, roles: &[Role]) -> Result<Caller, ApiError> {
+/// Authenticates the request's bearer token (or, in open mode, its subject header).
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
         return Err(ApiError::Internal("application state missing".into()));
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let caller = state
+    state
         .auth
-        .authenticate(header("authorization"), header("x-triaged-subject"))?;
+        .authenticate(header("authorization"), header("x-triaged-subject"))
+}
+
+/// Authenticates the request and checks the caller has one of `roles`.
+fn authorize(req: &HttpRequest, roles: &[Role]) -> Result<Caller, ApiError> {
+    let caller = authenticate(req)?;
     caller.require(roles)?;
     Ok(caller)
 }
@@ -74,3 +79,17 @@ role_extractor!(
     /// A client on an Open Inference Protocol route.
     OipClient, OipError, [Role::Client]
 );
+
+/// Any authenticated caller, whatever the role: for routes that only say who
+/// the caller is.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Caller);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Authenticated, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate(req).map(Authenticated))
+    }
+}

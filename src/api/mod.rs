@@ -2,9 +2,11 @@
 //! models and admin, the Open Inference Protocol (`/v2`), operations (metrics,
 //! OpenAPI) — plus the middleware every route shares: request metrics, and a
 //! guarantee that every error leaves as `application/problem+json`, and a 405
-//! with `Allow` for a known path asked with a method it does not serve.
+//! with `Allow` for a known path asked with a method it does not serve. The
+//! reviewer console (`/console/`) is a page over this same public API.
 
 pub mod caller;
+pub mod console;
 pub mod image_input;
 pub mod models;
 pub mod oip;
@@ -62,6 +64,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(models::clear_fallback)
     .service(reviews::claim)
     .service(reviews::stats)
+    .service(reviews::tied_cases)
+    .service(reviews::reviewer_stats)
     .service(reviews::export)
     .service(reviews::agreement)
     .service(reviews::list)
@@ -83,6 +87,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(oip::infer_version)
     .service(ops::metrics)
     .service(ops::openapi)
+    .service(console::settings)
+    .service(console::me)
+    .configure(console::pages)
     .default_service(web::to(not_found));
 }
 

@@ -1,7 +1,9 @@
 //! The review queue over HTTP (docs/api.md): reviewers claim the next case under a
 //! lease, read it, label it, renew or release it; admins list cases, read queue
 //! stats, export resolved cases as a training dataset, compare the model with the
-//! reviewers, and read the audit log. Every access to a case is audited.
+//! reviewers and each reviewer with the consensus, and read the audit log;
+//! adjudicators list the tied cases with every reviewer's label and settle them.
+//! Every access to a case is audited.
 
 use actix_web::{get, post, web, HttpResponse};
 use image::ImageEncoder;
@@ -14,7 +16,8 @@ use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::model::InputSchema;
 use crate::store::{
-    Agreement, AuditEntry, Case, CaseStatus, Claim, LabelOutcome, Lease, QueueStats, StoreError,
+    Agreement, AuditEntry, Case, CaseStatus, Claim, LabelOutcome, Lease, QueueStats, ReviewerStats,
+    StoreError, TiedCase,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,6 +59,14 @@ fn case_status_schema() -> utoipa::openapi::Object {
         .description(Some("Only cases in this status."))
         .enum_values(Some(CaseStatus::ALL.map(|s| s.as_str())))
         .build()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TiedQuery {
+    /// Cases at most, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -288,6 +299,49 @@ pub async fn adjudicate(
         .await?;
     on_resolution(&state, &outcome).await;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// Cases waiting for an adjudicator (status `adjudication`: their reviewers held
+/// no strict majority), oldest first, each with every reviewer's label
+/// (adjudicators and admins). The reviewer console's adjudicator view.
+#[utoipa::path(get, path = "/v1/reviews/adjudication", tag = "reviews", params(TiedQuery),
+    responses((status = 200, body = Vec<TiedCase>),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an adjudicator or admin", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "A query parameter out of range or of the wrong type", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/reviews/adjudication")]
+pub async fn tied_cases(
+    state: web::Data<AppState>,
+    caller: Adjudicator,
+    q: web::Query<TiedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIST_PAGE).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be in 1..={MAX_LIST_PAGE}"
+        )));
+    }
+    let tied = state.store.tied_cases(limit).await?;
+    // The adjudicator reads every listed case and its reviewers' labels.
+    let detail = format!("status=adjudication n={}", tied.len());
+    audit(&state, &caller, "cases.list", None, &detail).await?;
+    Ok(HttpResponse::Ok().json(tied))
+}
+
+/// Each reviewer's labels and how often they equal the consensus of resolved
+/// cases (admin).
+#[utoipa::path(get, path = "/v1/reviews/reviewers", tag = "reviews",
+    responses((status = 200, body = Vec<ReviewerStats>),
+              (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/reviews/reviewers")]
+pub async fn reviewer_stats(
+    state: web::Data<AppState>,
+    _caller: Admin,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.store.reviewer_stats().await?))
 }
 
 /// Extend your lease on a claimed case.

@@ -15,7 +15,8 @@
 //! - [`audit`]: the append-only audit log;
 //! - [`outbox`]: webhook events waiting for delivery;
 //! - [`monitors`]: the audit monitors' state (it survives restarts, daemons share it);
-//! - [`export`]: resolved cases as a training data set, and model-vs-reviewer agreement.
+//! - [`export`]: resolved cases as a training data set, and model-vs-reviewer agreement;
+//! - [`reviewers`]: labels and agreement per reviewer, and the adjudicator's tied cases.
 
 pub mod audit;
 pub mod cases;
@@ -24,6 +25,7 @@ pub mod labels;
 pub mod leases;
 pub mod monitors;
 pub mod outbox;
+pub mod reviewers;
 pub mod write;
 
 use std::str::FromStr;
@@ -41,6 +43,7 @@ pub use export::Agreement;
 pub use labels::{LabelOutcome, Resolution};
 pub use leases::{Claim, Lease};
 pub use outbox::OutboxEvent;
+pub use reviewers::{ReviewerLabel, ReviewerStats, TiedCase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -6,6 +6,7 @@ mod common;
 mod helpers;
 
 mod consensus;
+mod console;
 mod errors;
 mod hardening;
 mod images;

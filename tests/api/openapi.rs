@@ -8,7 +8,12 @@ use crate::helpers::*;
 /// Checks `value` against `schema`, resolving `#/components/schemas/…` refs in
 /// `doc`. Supports what utoipa emits: type (string or list), properties,
 /// required, items, oneOf/anyOf/allOf, enum.
-fn validate(doc: &Value, schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+pub(crate) fn validate(
+    doc: &Value,
+    schema: &Value,
+    value: &Value,
+    path: &str,
+) -> Result<(), String> {
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
         let name = r.trim_start_matches("#/components/schemas/");
         let target = &doc["components"]["schemas"][name];
@@ -87,7 +92,12 @@ fn validate(doc: &Value, schema: &Value, value: &Value, path: &str) -> Result<()
     Ok(())
 }
 
-fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -> &'a Value {
+pub(crate) fn response_schema<'a>(
+    doc: &'a Value,
+    path: &str,
+    method: &str,
+    status: &str,
+) -> &'a Value {
     let content = &doc["paths"][path][method]["responses"][status]["content"];
     let media = content
         .as_object()
