@@ -30,6 +30,7 @@ async fn open_with(db: &TestDb, lease: Duration, targets: Vec<String>, clock: Cl
                 })
                 .collect(),
             write_timeout: Duration::from_secs(5),
+            fhir: Default::default(),
             clock,
         },
     )

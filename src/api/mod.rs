@@ -1,10 +1,12 @@
 //! The HTTP API (docs/api.md): one resource per file — native triage (`/v1`),
-//! models and admin, the Open Inference Protocol (`/v2`), operations (metrics,
-//! OpenAPI) — plus the middleware every route shares: request metrics, and a
-//! guarantee that every error leaves as `application/problem+json`, and a 405
-//! with `Allow` for a known path asked with a method it does not serve.
+//! models and admin, the Open Inference Protocol (`/v2`), the FHIR outbox
+//! (admin), operations (metrics, OpenAPI) — plus the middleware every route
+//! shares: request metrics, and a guarantee that every error leaves as
+//! `application/problem+json`, and a 405 with `Allow` for a known path asked
+//! with a method it does not serve.
 
 pub mod caller;
+pub mod fhir;
 pub mod image_input;
 pub mod models;
 pub mod oip;
@@ -72,6 +74,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(reviews::adjudicate)
     .service(reviews::renew)
     .service(reviews::release)
+    .service(fhir::outbox)
+    .service(fhir::retry)
     .service(oip::live)
     .service(oip::ready)
     .service(oip::server_metadata)

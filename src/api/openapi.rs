@@ -7,7 +7,7 @@ use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
-use super::{models, oip, ops, problem, reviews, triage};
+use super::{fhir, models, oip, ops, problem, reviews, triage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,8 @@ use super::{models, oip, ops, problem, reviews, triage};
         reviews::export,
         reviews::agreement,
         reviews::audit_log,
+        fhir::outbox,
+        fhir::retry,
         ops::metrics,
         ops::openapi,
     ),

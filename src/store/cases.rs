@@ -11,7 +11,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::write::{failure_kind, is_per_job, FailureKind, WriteTx};
-use super::{clock_now, outbox, Backend, CaseStatus, Store, StoreError, StoreOptions, StoreResult};
+use super::{
+    clock_now, fhir_outbox, outbox, Backend, CaseStatus, Store, StoreError, StoreOptions,
+    StoreResult,
+};
 
 /// Cases committed together by the writer at most.
 const GROUP_COMMIT_MAX: usize = 64;
@@ -467,6 +470,7 @@ async fn commit_group(
         let request_id = job.key.as_ref().map(|k| k.request_id.as_str());
         for c in &job.cases {
             insert_case(&mut tx, c, request_id, now).await?;
+            fhir_outbox::note_change(&mut tx, options, &c.id, &c.model, now).await?;
             let payload =
                 serde_json::json!({"event": "case.created", "case": case_event_payload(c)})
                     .to_string();
