@@ -78,6 +78,9 @@ pub struct FhirSettings {
     pub token_env: String,
     /// `Task.identifier.system`; the value is the case id.
     pub identifier_system: String,
+    /// The system of the patient identifiers callers send with instances
+    /// (`patient`); empty = `Task.for` is never set.
+    pub patient_identifier_system: String,
     /// Models whose cases are published; empty = every model.
     pub models: Vec<String>,
     pub connect_timeout_ms: u64,
@@ -124,6 +127,10 @@ impl FhirSettings {
         anyhow::ensure!(
             !self.identifier_system.is_empty() && !self.identifier_system.contains('|'),
             "fhir.identifier_system must be a non-empty URI without '|'"
+        );
+        anyhow::ensure!(
+            !self.patient_identifier_system.contains('|'),
+            "fhir.patient_identifier_system must be a URI without '|'"
         );
         let p = self.priority;
         anyhow::ensure!(

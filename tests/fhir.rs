@@ -175,6 +175,7 @@ fn fhir_settings(base: &str) -> FhirSettings {
     s.base_url = base.to_string();
     s.practitioners = [("dr-a".to_string(), "Practitioner/dr-a".to_string())].into();
     s.park_after_refusals = 2;
+    s.patient_identifier_system = "urn:example:mrn".into();
     s
 }
 
@@ -203,6 +204,7 @@ fn new_case(reviewers: u32) -> NewCase {
         escalate_on_disagreement: false,
         max_labels: 4,
         priority: 0.3,
+        patient: None,
     }
 }
 
@@ -296,7 +298,10 @@ async fn lifecycle(db: &TestDb) {
     let store = open_store(db, &clock).await;
     let metrics = Metrics::new();
     let p = publisher(&store, &server.base, &metrics);
-    let case = new_case(2);
+    let case = NewCase {
+        patient: Some("MRN-0042".into()),
+        ..new_case(2)
+    };
     let id = case.id.clone();
     put(&store, vec![case]).await;
 
@@ -322,6 +327,8 @@ async fn lifecycle(db: &TestDb) {
     );
     assert_eq!(task["businessStatus"]["text"], "0 of 2 labels");
     assert_eq!(task["contained"][0]["resourceType"], "Observation");
+    let patient = json!({"type": "Patient", "identifier": {"system": "urn:example:mrn", "value": "MRN-0042"}});
+    assert_eq!(task["for"], patient);
     // In step: nothing more to write.
     assert_eq!(p.publish_due().await.unwrap().claimed, 0);
 
@@ -586,4 +593,85 @@ async fn only_the_configured_models_publish() {
     put(&store, vec![new_case(1)]).await;
     assert!(store.due_fhir_syncs(16, 1_000).await.unwrap().is_empty());
     assert_eq!(store.fhir_outbox_stats().await.unwrap().undelivered, 0);
+}
+
+/// Through the HTTP API and the server's own publishing loop: a triaged
+/// instance carrying a patient identifier becomes a Task `for` that Patient,
+/// while the review API never shows the identifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_api_publishes_a_task_for_the_patient() {
+    let Some(server) = FhirServer::start(common::free_port(), 0).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::defaults();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.server.workers = 1;
+    settings.models.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    settings.store.url = format!("sqlite://{}", dir.path().join("q.db").display());
+    settings.triage.mode = triaged::config::TriageMode::Shadow;
+    settings.fhir = fhir_settings(&server.base);
+    let app = triaged::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let running = tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{base}/v2/health/ready")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer: Value = http
+        .post(format!("{base}/v1/models/lidc-malignancy/triage"))
+        .json(&json!({"instances": [{"patient": "MRN-7", "features": [2193.25, 22.61, 5.5, 234.6, 110.2, 3.0, 0.65, 1]}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["results"][0]["decision"]["case_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no case routed: {answer}"))
+        .to_string();
+    assert!(
+        !answer.to_string().contains("MRN-7"),
+        "not echoed: {answer}"
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        tasks = server.tasks(&id).await;
+        if !tasks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tasks.len(), 1, "the server published the case's Task");
+    assert_eq!(tasks[0]["for"]["identifier"]["value"], "MRN-7");
+    let case = http
+        .get(format!("{base}/v1/reviews/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(case.contains(&id) && !case.contains("MRN-7"), "{case}");
+    let blank: Value = http
+        .post(format!("{base}/v1/models/lidc-malignancy/triage"))
+        .json(&json!({"instances": [{"patient": " ", "features": [2193.25, 22.61, 5.5, 234.6, 110.2, 3.0, 0.65, 1]}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blank["status"], 422, "{blank}");
+    handle.stop(true).await;
+    running.await.unwrap().unwrap();
 }

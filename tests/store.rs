@@ -69,6 +69,7 @@ fn new_case(i: usize, reviewers: u32, priority: f64) -> NewCase {
         escalate_on_disagreement: false,
         max_labels: 4,
         priority,
+        patient: None,
     }
 }
 

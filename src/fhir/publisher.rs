@@ -94,6 +94,8 @@ impl Publisher {
                 identifier_system: settings.identifier_system.clone(),
                 priority: settings.priority,
                 practitioners: settings.practitioners.clone(),
+                patient_identifier_system: Some(settings.patient_identifier_system.clone())
+                    .filter(|s| !s.is_empty()),
             },
             retry_initial: Duration::from_millis(settings.retry_initial_ms),
             retry_max: Duration::from_secs(settings.retry_max_seconds)

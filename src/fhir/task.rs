@@ -32,6 +32,16 @@ pub struct TaskSettings {
     pub priority: FhirPriorityCutoffs,
     /// Reviewer subject -> `Practitioner/…`.
     pub practitioners: std::collections::BTreeMap<String, String>,
+    /// The system of the cases' patient identifiers; `None`: no `for`.
+    pub patient_identifier_system: Option<String>,
+}
+
+/// `Task.for`: the Patient by the identifier the caller sent with the
+/// instance, when both it and the system are known. Never invented.
+fn patient(s: &FhirSnapshot, settings: &TaskSettings) -> Option<Value> {
+    let system = settings.patient_identifier_system.as_deref()?;
+    let value = s.case.patient.as_deref()?;
+    Some(json!({"type": "Patient", "identifier": {"system": system, "value": value}}))
 }
 
 /// The system of a model's class codes: the code is the class index, the
@@ -89,6 +99,10 @@ pub fn build(s: &FhirSnapshot, settings: &TaskSettings, id: Option<&str>) -> Val
     });
     if let Some(id) = id {
         task["id"] = json!(id);
+    }
+    if let Some(patient) = patient(s, settings) {
+        task["contained"][0]["subject"] = patient.clone();
+        task["for"] = patient;
     }
     if c.status == CaseStatus::DeadLetter {
         task["statusReason"] = json!({"text": format!(
@@ -309,6 +323,7 @@ mod tests {
                 resolved_at: None,
                 max_labels: 5,
                 adjudicated_by: None,
+                patient: None,
             },
             labels: vec![],
             leases: vec![],
@@ -325,6 +340,7 @@ mod tests {
                 stat: 0.5,
             },
             practitioners: [("dr-a".to_string(), "Practitioner/a".to_string())].into(),
+            patient_identifier_system: Some("urn:oid:1.2.36.146.595.217.0.1".into()),
         }
     }
 
@@ -372,6 +388,22 @@ mod tests {
         );
         assert!(task.get("output").is_none() && task.get("owner").is_none());
         assert!(task.get("id").is_none());
+        assert!(task.get("for").is_none(), "no patient sent: none invented");
+    }
+
+    #[test]
+    fn the_patient_is_the_task_subject_only_with_a_known_system() {
+        let mut s = snapshot(CaseStatus::Pending);
+        s.case.patient = Some("MRN-12345".into());
+        let task = build(&s, &settings(), None);
+        let patient = json!({"type": "Patient", "identifier": {"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "MRN-12345"}});
+        assert_eq!(task["for"], patient);
+        assert_eq!(task["contained"][0]["subject"], patient);
+        let no_system = TaskSettings {
+            patient_identifier_system: None,
+            ..settings()
+        };
+        assert!(build(&s, &no_system, None).get("for").is_none());
     }
 
     #[test]

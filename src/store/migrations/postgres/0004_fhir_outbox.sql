@@ -23,3 +23,6 @@ CREATE TABLE fhir_outbox (
 );
 CREATE INDEX fhir_outbox_due ON fhir_outbox (due_at);
 CREATE INDEX fhir_outbox_parked ON fhir_outbox (parked_at);
+-- The patient's identifier a caller may send with an instance, kept only for
+-- the Task's `for` (never shown through the review API).
+ALTER TABLE cases ADD COLUMN patient TEXT;
