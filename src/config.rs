@@ -25,6 +25,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub auth: AuthSettings,
     pub webhooks: WebhookSettings,
+    pub fhir: FhirSettings,
     pub console: ConsoleSettings,
 }
 
@@ -73,6 +74,104 @@ pub struct WebhookTarget {
 
 fn all_events() -> Vec<String> {
     vec!["case.created".into(), "case.resolved".into()]
+}
+
+/// Publishing routed cases as HL7 FHIR R4 Tasks (docs/fhir.md). Off while
+/// `base_url` is empty; `base_url` alone publishes every model's cases.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirSettings {
+    /// The FHIR server's base, e.g. `http://fhir-proxy.local/R4`; empty = off.
+    pub base_url: String,
+    /// Name of the environment variable holding the bearer token (empty = no
+    /// `Authorization`). The token itself is never part of the settings, so it
+    /// cannot reach the start-up log.
+    pub token_env: String,
+    /// `Task.identifier.system`; the value is the case id.
+    pub identifier_system: String,
+    /// The system of the patient identifiers callers send with instances
+    /// (`patient`); empty = `Task.for` is never set.
+    pub patient_identifier_system: String,
+    /// Models whose cases are published; empty = every model.
+    pub models: Vec<String>,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// First retry delay; it doubles per failed attempt up to `retry_max_seconds`.
+    pub retry_initial_ms: u64,
+    pub retry_max_seconds: u64,
+    /// A case whose Task the server refused (4xx) this many times in a row is
+    /// parked until it changes again or an admin retries it.
+    pub park_after_refusals: u32,
+    /// Cut-offs of the case's priority (the triage score) for `Task.priority`.
+    pub priority: FhirPriorityCutoffs,
+    /// Reviewer subject -> `Practitioner/…` reference, for `Task.owner`.
+    #[serde(default)]
+    pub practitioners: std::collections::BTreeMap<String, String>,
+}
+
+/// A case's priority `p` maps to `stat` when `p >= stat`, else `asap` when
+/// `p >= asap`, else `urgent` when `p >= urgent`, else `routine`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirPriorityCutoffs {
+    pub urgent: f64,
+    pub asap: f64,
+    pub stat: f64,
+}
+
+impl FhirSettings {
+    pub fn enabled(&self) -> bool {
+        !self.base_url.trim().is_empty()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        // Outgoing connections are plain HTTP (the build links no TLS library),
+        // as for webhooks: an https server sits behind a TLS-terminating proxy.
+        anyhow::ensure!(
+            self.base_url.starts_with("http://"),
+            "fhir.base_url must start with http:// (this build has no TLS: put a TLS-terminating proxy in front of an https FHIR server), got '{}'",
+            crate::store::redact_url(&self.base_url)
+        );
+        anyhow::ensure!(
+            !self.identifier_system.is_empty() && !self.identifier_system.contains('|'),
+            "fhir.identifier_system must be a non-empty URI without '|'"
+        );
+        anyhow::ensure!(
+            !self.patient_identifier_system.contains('|'),
+            "fhir.patient_identifier_system must be a URI without '|'"
+        );
+        let p = self.priority;
+        anyhow::ensure!(
+            p.urgent.is_finite() && p.asap.is_finite() && p.stat.is_finite(),
+            "fhir.priority cut-offs must be numbers"
+        );
+        anyhow::ensure!(
+            p.urgent <= p.asap && p.asap <= p.stat,
+            "fhir.priority cut-offs must satisfy urgent <= asap <= stat"
+        );
+        anyhow::ensure!(
+            self.park_after_refusals >= 1,
+            "fhir.park_after_refusals must be at least 1"
+        );
+        anyhow::ensure!(
+            self.request_timeout_ms > 0 && self.connect_timeout_ms > 0,
+            "fhir timeouts must be positive"
+        );
+        anyhow::ensure!(
+            self.retry_initial_ms > 0,
+            "fhir.retry_initial_ms must be positive"
+        );
+        for (subject, reference) in &self.practitioners {
+            anyhow::ensure!(
+                reference.starts_with("Practitioner/"),
+                "fhir.practitioners.{subject} must be a Practitioner/<id> reference"
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -221,6 +320,7 @@ impl Settings {
             self.triage.threshold.is_finite(),
             "triage.threshold must be a number"
         );
+        self.fhir.validate()?;
         Ok(())
     }
 
@@ -229,6 +329,10 @@ impl Settings {
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         v["store"]["url"] = serde_json::Value::String(crate::store::redact_url(&self.store.url));
+        // The bearer token is never in the settings (only its variable's name);
+        // a password in the base URL is hidden like the database's.
+        v["fhir"]["base_url"] =
+            serde_json::Value::String(crate::store::redact_url(&self.fhir.base_url));
         if let Some(targets) = v["webhooks"]["targets"].as_array_mut() {
             for t in targets {
                 t["secret"] = "***".into();
@@ -287,6 +391,35 @@ mod tests {
         };
         let s = Settings::load(Some(&file), env, &flags).unwrap();
         assert_eq!(s.server.bind.port(), 9100, "flags beat env");
+    }
+
+    #[test]
+    fn fhir_is_off_by_default_and_base_url_alone_publishes_every_model() {
+        let s = Settings::defaults();
+        assert!(!s.fhir.enabled());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[fhir]\nbase_url = \"http://u:pw@127.0.0.1:8103/fhir/R4\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), Vec::new(), &Overrides::default()).unwrap();
+        assert!(s.fhir.enabled());
+        assert!(s.fhir.models.is_empty(), "every model publishes");
+        assert_eq!(s.fhir.identifier_system, "urn:triaged:case");
+        let logged = s.redacted().to_string();
+        assert!(!logged.contains("pw@"), "{logged}");
+        std::fs::write(
+            &file,
+            "[fhir]\nbase_url = \"http://h/R4\"\n[fhir.priority]\nurgent = 0.5\nasap = 0.2\nstat = 0.9\n",
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            Settings::load(Some(&file), Vec::new(), &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("urgent <= asap"), "{e}");
     }
 
     #[test]

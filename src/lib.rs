@@ -18,7 +18,8 @@
 //! - [`triage`]: the triage core shared by `/v1` and `/v2` — replay, predict,
 //!   decide, commit — knowing no HTTP.
 //! - [`store`]: the durable review queue (SQLite or PostgreSQL); [`auth`]:
-//!   bearer tokens and roles; [`webhooks`]: signed event delivery.
+//!   bearer tokens and roles; [`webhooks`]: signed event delivery;
+//!   [`fhir`]: routed cases as FHIR R4 Tasks on the hospital's FHIR server.
 //! - [`cli`]: the command line; `main.rs` only parses and dispatches.
 //! - [`telemetry`]: tracing setup.
 
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fhir;
 pub mod metrics;
 pub mod model;
 pub mod policy;

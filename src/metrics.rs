@@ -41,6 +41,11 @@ pub struct Metrics {
     pub review_disagreement: prometheus::Histogram,
     pub review_lease_expiries: prometheus::IntCounter,
     pub webhook_deliveries: IntCounterVec,
+    pub fhir_requests: IntCounterVec,
+    pub fhir_oldest_undelivered: Gauge,
+    pub fhir_undelivered: prometheus::IntGauge,
+    pub fhir_parked_cases: prometheus::IntGauge,
+    pub fhir_parked: prometheus::IntCounter,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -165,6 +170,29 @@ impl Metrics {
                 Opts::new("triaged_webhook_deliveries_total", "Webhook delivery attempts, by outcome (delivered, failed)."),
                 &["outcome"]
             )),
+            fhir_requests: register!(IntCounterVec::new(
+                Opts::new(
+                    "triaged_fhir_requests_total",
+                    "Requests to the FHIR server, by outcome (ok, precondition_failed, not_found, refused, unavailable, unreachable, bad_answer)."
+                ),
+                &["outcome"]
+            )),
+            fhir_oldest_undelivered: register!(Gauge::new(
+                "triaged_fhir_oldest_undelivered_seconds",
+                "Age of the oldest case change not yet on the FHIR server (0 when every Task is in step)."
+            )),
+            fhir_undelivered: register!(prometheus::IntGauge::new(
+                "triaged_fhir_undelivered_cases",
+                "Cases whose FHIR Task is behind and due for a write."
+            )),
+            fhir_parked_cases: register!(prometheus::IntGauge::new(
+                "triaged_fhir_parked_cases",
+                "Cases parked after the FHIR server refused their Task repeatedly (GET /v1/fhir/outbox)."
+            )),
+            fhir_parked: register!(prometheus::IntCounter::new(
+                "triaged_fhir_parked_total",
+                "Cases parked after repeated refusals of their FHIR Task."
+            )),
             registry,
         };
         for status in ["pending", "resolved", "dead_letter"] {
@@ -172,6 +200,17 @@ impl Metrics {
         }
         for outcome in ["delivered", "failed"] {
             m.webhook_deliveries.with_label_values(&[outcome]);
+        }
+        for outcome in [
+            "ok",
+            "precondition_failed",
+            "not_found",
+            "refused",
+            "unavailable",
+            "unreachable",
+            "bad_answer",
+        ] {
+            m.fhir_requests.with_label_values(&[outcome]);
         }
         for route in KNOWN_ROUTES {
             m.http_requests.with_label_values(&[route, "POST", "200"]);

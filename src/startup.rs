@@ -3,8 +3,8 @@
 //! (readiness flips when the default model serves), and listens for SIGHUP to
 //! reload. actix handles SIGTERM/SIGINT: stop accepting, finish in-flight. Then
 //! the lifecycle's cancellation token stops every background loop (webhook
-//! delivery, queue maintenance, SIGHUP), each of which selects on it, and
-//! `run_until_stopped` waits for them before it returns.
+//! delivery, FHIR Task publishing, queue maintenance, SIGHUP), each of which
+//! selects on it, and `run_until_stopped` waits for them before it returns.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -59,6 +59,7 @@ impl Application {
                         })
                         .collect(),
                     write_timeout: Duration::from_millis(settings.store.write_timeout_ms),
+                    fhir: crate::fhir::scope(&settings.fhir),
                     clock: Clock::Database,
                 },
             )
@@ -98,6 +99,12 @@ impl Application {
                 store.clone(),
                 settings.webhooks.targets.clone(),
                 Duration::from_secs(settings.webhooks.max_backoff_seconds),
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::fhir::publish_until(
+                store.clone(),
+                settings.fhir.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             )),

@@ -85,6 +85,8 @@ pub struct TriageRequest {
     /// When the request must be answered by (set when it arrived, so decoding
     /// and queueing count against it).
     pub deadline: Instant,
+    /// Each case's patient identifier, if the caller sent one (empty: none).
+    pub patients: Vec<Option<String>>,
 }
 
 pub struct TriageCore {
@@ -189,6 +191,7 @@ impl TriageCore {
             cases,
             key,
             deadline,
+            patients,
         } = req;
         self.check_batch(cases)?;
         let dim = model.manifest.input_dim();
@@ -212,7 +215,7 @@ impl TriageCore {
                 .inc();
             let uncertainty = Uncertainty::of(&prediction);
             if decision.route == Route::Review {
-                let case = routed_case(
+                let mut case = routed_case(
                     &model,
                     i,
                     &rows[i * dim..(i + 1) * dim],
@@ -220,6 +223,7 @@ impl TriageCore {
                     &decision,
                     &uncertainty,
                 );
+                case.patient = patients.get(i).cloned().flatten();
                 decision.case_id = Some(case.id.clone());
                 new_cases.push(case);
             }
@@ -274,5 +278,6 @@ fn routed_case(
         max_labels: model.policy.max_labels(),
         // Review first where the model is expected to do worst relative to a human.
         priority: ThresholdScore::Triage.of(p),
+        patient: None,
     }
 }

@@ -30,6 +30,7 @@ async fn open_with(db: &TestDb, lease: Duration, targets: Vec<String>, clock: Cl
                 })
                 .collect(),
             write_timeout: Duration::from_secs(5),
+            fhir: Default::default(),
             clock,
         },
     )
@@ -68,6 +69,7 @@ fn new_case(i: usize, reviewers: u32, priority: f64) -> NewCase {
         escalate_on_disagreement: false,
         max_labels: 4,
         priority,
+        patient: None,
     }
 }
 

@@ -1,12 +1,14 @@
 //! The HTTP API (docs/api.md): one resource per file — native triage (`/v1`),
-//! models and admin, the Open Inference Protocol (`/v2`), operations (metrics,
-//! OpenAPI) — plus the middleware every route shares: request metrics, and a
-//! guarantee that every error leaves as `application/problem+json`, and a 405
-//! with `Allow` for a known path asked with a method it does not serve. The
-//! reviewer console (`/console/`) is a page over this same public API.
+//! models and admin, the Open Inference Protocol (`/v2`), the FHIR outbox
+//! (admin), operations (metrics, OpenAPI) — plus the middleware every route
+//! shares: request metrics, and a guarantee that every error leaves as
+//! `application/problem+json`, and a 405 with `Allow` for a known path asked
+//! with a method it does not serve. The reviewer console (`/console/`) is a page
+//! over this same public API.
 
 pub mod caller;
 pub mod console;
+pub mod fhir;
 pub mod image_input;
 pub mod models;
 pub mod oip;
@@ -76,6 +78,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     .service(reviews::adjudicate)
     .service(reviews::renew)
     .service(reviews::release)
+    .service(fhir::outbox)
+    .service(fhir::retry)
     .service(oip::live)
     .service(oip::ready)
     .service(oip::server_metadata)

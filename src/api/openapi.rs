@@ -7,7 +7,7 @@ use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
-use super::{console, models, oip, ops, problem, reviews, triage};
+use super::{console, fhir, models, oip, ops, problem, reviews, triage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,8 @@ use super::{console, models, oip, ops, problem, reviews, triage};
         reviews::reviewer_stats,
         console::settings,
         console::me,
+        fhir::outbox,
+        fhir::retry,
         ops::metrics,
         ops::openapi,
     ),

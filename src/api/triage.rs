@@ -50,6 +50,31 @@ pub struct Instance {
     /// Base64 PNG or JPEG, for image models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The patient's identifier (1 to 200 characters) in the system named by
+    /// `fhir.patient_identifier_system`: a routed case keeps it for its FHIR
+    /// Task's `for` (docs/fhir.md). Never echoed back, never shown to reviewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200)]
+    pub patient: Option<String>,
+}
+
+/// Longest accepted patient identifier, in characters.
+const MAX_PATIENT_LEN: usize = 200;
+
+/// Each instance's patient identifier, checked.
+fn patients(instances: &[Instance]) -> Result<Vec<Option<String>>, ApiError> {
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| match &inst.patient {
+            Some(p) if p.trim().is_empty() || p.chars().count() > MAX_PATIENT_LEN => {
+                Err(ApiError::Unprocessable(format!(
+                    "instances[{i}].patient must have 1 to {MAX_PATIENT_LEN} characters"
+                )))
+            }
+            p => Ok(p.clone()),
+        })
+        .collect()
 }
 
 /// Largest magnitude that is still finite once rounded to `f32`: 2^128 - 2^103,
@@ -341,6 +366,7 @@ async fn triage(
     if let Some(first) = state.triage.replay(key.as_ref()).await? {
         return Ok(super::json_response(first));
     }
+    let patients = patients(&req.instances)?;
     let rows = match parse_rows(&req.instances, &model, state.triage.max_instances())? {
         Rows::Ready(rows) => rows,
         Rows::Images(sources, size) => state.images.decode(sources, size, deadline).await?,
@@ -359,6 +385,7 @@ async fn triage(
                 cases,
                 key,
                 deadline,
+                patients,
             },
             |model, triaged| render(model, instances, request_id, triaged),
         )

@@ -11,7 +11,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::write::{failure_kind, is_per_job, FailureKind, WriteTx};
-use super::{clock_now, outbox, Backend, CaseStatus, Store, StoreError, StoreOptions, StoreResult};
+use super::{
+    clock_now, fhir_outbox, outbox, Backend, CaseStatus, Store, StoreError, StoreOptions,
+    StoreResult,
+};
 
 /// Cases committed together by the writer at most.
 const GROUP_COMMIT_MAX: usize = 64;
@@ -41,6 +44,9 @@ pub struct NewCase {
     pub max_labels: u32,
     /// Higher first.
     pub priority: f64,
+    /// The patient's identifier, when the caller sent one: kept for the FHIR
+    /// Task's `for`, nothing else.
+    pub patient: Option<String>,
 }
 
 /// A client's idempotency key. It is scoped to who sent it, to which model and
@@ -123,12 +129,16 @@ pub struct Case {
     /// Who adjudicated the case, when its reviewers held no strict majority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adjudicated_by: Option<String>,
+    /// The patient's identifier, for the FHIR Task only: never shown to
+    /// reviewers or admins through the API.
+    #[serde(skip)]
+    pub patient: Option<String>,
 }
 
 pub(crate) const CASE_COLUMNS: &str = "c.id, c.model, c.model_version, c.policy_version, c.request_id, c.instance_index, c.input, \
      c.feature_names, c.class_names, c.model_class, c.probabilities, c.uncertainty, c.reason, c.reason_code, c.audit, \
      c.policy_route, c.reviewers_needed, c.escalate_on_disagreement, c.escalated, c.priority, c.status, c.lease_failures, \
-     c.consensus, c.disagreement, c.created_at, c.resolved_at, c.max_labels, c.adjudicated_by, \
+     c.consensus, c.disagreement, c.created_at, c.resolved_at, c.max_labels, c.adjudicated_by, c.patient, \
      (SELECT COUNT(*) FROM labels l WHERE l.case_id = c.id) AS n_labels";
 
 pub(crate) fn case_from_row(row: &sqlx::any::AnyRow) -> StoreResult<Case> {
@@ -175,6 +185,7 @@ pub(crate) fn case_from_row(row: &sqlx::any::AnyRow) -> StoreResult<Case> {
         resolved_at: row.try_get("resolved_at")?,
         max_labels: row.try_get("max_labels")?,
         adjudicated_by: row.try_get("adjudicated_by")?,
+        patient: row.try_get("patient")?,
     })
 }
 
@@ -467,6 +478,7 @@ async fn commit_group(
         let request_id = job.key.as_ref().map(|k| k.request_id.as_str());
         for c in &job.cases {
             insert_case(&mut tx, c, request_id, now).await?;
+            fhir_outbox::note_change(&mut tx, options, &c.id, &c.model, now).await?;
             let payload =
                 serde_json::json!({"event": "case.created", "case": case_event_payload(c)})
                     .to_string();
@@ -501,8 +513,8 @@ async fn insert_case(
     sqlx::query(
         "INSERT INTO cases (id, model, model_version, policy_version, request_id, instance_index, input, \
          feature_names, class_names, model_class, probabilities, uncertainty, reason, reason_code, audit, \
-         policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at, max_labels) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'pending', $20, $21)",
+         policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at, max_labels, patient) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'pending', $20, $21, $22)",
     )
     .bind(&c.id)
     .bind(&c.model)
@@ -525,6 +537,7 @@ async fn insert_case(
     .bind(c.priority)
     .bind(now)
     .bind(i64::from(c.max_labels.max(c.reviewers_needed)))
+    .bind(c.patient.as_deref())
     .execute(conn)
     .await?;
     Ok(())

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use super::audit::append_audit;
+use super::fhir_outbox::note_change;
 use super::outbox::enqueue_event as queue_event;
 use super::Subscription;
 use super::{Backend, CaseStatus, Store, StoreError, StoreResult};
@@ -157,6 +158,8 @@ impl Store {
             &format!("label {label}"),
         )
         .await?;
+        // The Task shows every label (and, below, a resolution or adjudication).
+        note_change(conn, self.options(), id, &model, now).await?;
         let mut outcome = LabelOutcome {
             case_id: id.to_string(),
             label,
@@ -391,6 +394,7 @@ impl Store {
             &format!("label {label} after {} tied labels", labels.len()),
         )
         .await?;
+        note_change(conn, self.options(), id, &model, now).await?;
         let n_labels = labels.len() as i64;
         let resolution = resolve(
             conn,

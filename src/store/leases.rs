@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::audit::append_audit;
 use super::cases::{case_from_row, CASE_COLUMNS, CLAIMABLE};
+use super::fhir_outbox::{note_change, note_change_of};
 use super::{Backend, Case, Store, StoreError, StoreResult};
 
 /// A claimed case and the lease on it.
@@ -98,6 +99,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let case = case_from_row(&row)?;
+        note_change(&mut tx, self.options(), &id, &case.model, now).await?;
         tx.commit().await?;
         Ok(Some(Claim {
             case,
@@ -164,6 +166,7 @@ impl Store {
                 .await;
         }
         append_audit(&mut tx, now, (reviewer, role), "case.release", Some(id), "").await?;
+        note_change_of(&mut tx, self.options(), id, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -199,6 +202,9 @@ impl Store {
                 reviewer,
             )
             .await?;
+            // No transaction of its own marks a lease's lapse: this one moves the
+            // case's Task back to `ready` (or to `failed` when dead-lettered).
+            note_change_of(&mut tx, self.options(), case_id, now).await?;
         }
         tx.commit().await?;
         Ok(expired.len() as u64)

@@ -14,6 +14,7 @@
 //! - [`labels`]: labels, consensus and escalation;
 //! - [`audit`]: the append-only audit log;
 //! - [`outbox`]: webhook events waiting for delivery;
+//! - [`fhir_outbox`]: cases whose FHIR Task is not yet in step with them;
 //! - [`monitors`]: the audit monitors' state (it survives restarts, daemons share it);
 //! - [`export`]: resolved cases as a training data set, and model-vs-reviewer agreement;
 //! - [`reviewers`]: labels and agreement per reviewer, and the adjudicator's tied cases.
@@ -21,6 +22,7 @@
 pub mod audit;
 pub mod cases;
 pub mod export;
+pub mod fhir_outbox;
 pub mod labels;
 pub mod leases;
 pub mod monitors;
@@ -40,6 +42,7 @@ use tokio::sync::mpsc;
 pub use audit::AuditEntry;
 pub use cases::{Case, IdempotencyKey, NewCase, QueueStats, Recorded};
 pub use export::Agreement;
+pub use fhir_outbox::{FhirDue, FhirOutboxStats, FhirScope, FhirSnapshot, ParkedSync};
 pub use labels::{LabelOutcome, Resolution};
 pub use leases::{Claim, Lease};
 pub use outbox::OutboxEvent;
@@ -161,6 +164,9 @@ pub struct StoreOptions {
     /// How long a write may wait for the database (a lock, a slow disk) before
     /// it fails with 503: one deadline for a whole group commit.
     pub write_timeout: Duration,
+    /// Whose cases are kept in step with a FHIR Task (each change then notes the
+    /// case in the FHIR outbox, in the change's transaction).
+    pub fhir: FhirScope,
     /// Where "now" comes from for leases and timestamps.
     pub clock: Clock,
 }
@@ -173,6 +179,7 @@ impl StoreOptions {
             max_lease_failures: 3,
             webhook_targets: Vec::new(),
             write_timeout: Duration::from_secs(5),
+            fhir: FhirScope::Off,
             clock: Clock::Database,
         }
     }

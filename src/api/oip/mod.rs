@@ -453,6 +453,8 @@ async fn run_infer(
                 cases,
                 key,
                 deadline,
+                // The protocol has no place for a patient identifier.
+                patients: Vec::new(),
             },
             |model, triaged| {
                 let response = InferResponse {
