@@ -4,6 +4,7 @@
 //! guarantee that every error leaves as `application/problem+json`, and a 405
 //! with `Allow` for a known path asked with a method it does not serve.
 
+pub mod bench;
 pub mod caller;
 pub mod image_input;
 pub mod models;
@@ -42,8 +43,12 @@ pub struct AppState {
     pub images: image_input::ImageBudget,
 }
 
-/// Registers every route on an actix `App`.
-pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
+/// Registers every route on an actix `App`; `bench_routes` adds the bench-only
+/// ones (`bench.rs`), which the OpenAPI document never lists.
+pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize, bench_routes: bool) {
+    if bench_routes {
+        bench::configure(cfg);
+    }
     cfg.app_data(
         web::JsonConfig::default()
             .limit(max_body)
