@@ -97,7 +97,9 @@ def oha():
     if found:
         return found
     log(f"installing oha {OHA_VERSION} from crates.io into {local.parent.parent} (once; a few minutes)")
-    run(["cargo", "install", "oha", "--locked", "--version", OHA_VERSION, "--no-default-features",
+    # Without a TLS feature oha 1.16 does not compile; native-tls links the system OpenSSL
+    # (libssl-dev) instead of compiling a crypto library.
+    run(["cargo", "install", "oha", "--locked", "--version", OHA_VERSION, "--no-default-features", "--features", "native-tls",
          "--root", str(local.parent.parent)])
     return str(local)
 
