@@ -186,6 +186,9 @@ pub struct ServerSettings {
     /// Images decoded at once across all requests, at most; 0 = one per CPU core.
     pub image_decoders: usize,
     pub shutdown_timeout_seconds: u64,
+    /// Serve the bench-only routes `POST /bench/parse` and `/bench/predict`
+    /// (`src/api/bench.rs`), for `benches/run`; off in production.
+    pub bench_routes: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -88,6 +88,10 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let max_body = settings.server.max_body_bytes;
+        let bench_routes = settings.server.bench_routes;
+        if bench_routes {
+            tracing::warn!("server.bench_routes is on: POST /bench/parse and /bench/predict answer without a policy (for benches/run; never in production)");
+        }
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -141,7 +145,7 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(from_fn(api::ensure_problem_json))
                 .wrap(from_fn(api::record_metrics))
-                .configure(|cfg| api::configure(cfg, max_body))
+                .configure(|cfg| api::configure(cfg, max_body, bench_routes))
         })
         .listen(listener)?
         .workers(workers)

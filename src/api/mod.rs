@@ -6,6 +6,7 @@
 //! with a method it does not serve. The reviewer console (`/console/`) is a page
 //! over this same public API.
 
+pub mod bench;
 pub mod caller;
 pub mod console;
 pub mod fhir;
@@ -46,8 +47,12 @@ pub struct AppState {
     pub images: image_input::ImageBudget,
 }
 
-/// Registers every route on an actix `App`.
-pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
+/// Registers every route on an actix `App`; `bench_routes` adds the bench-only
+/// ones (`bench.rs`), which the OpenAPI document never lists.
+pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize, bench_routes: bool) {
+    if bench_routes {
+        bench::configure(cfg);
+    }
     cfg.app_data(
         web::JsonConfig::default()
             .limit(max_body)

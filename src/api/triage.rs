@@ -169,7 +169,7 @@ pub struct PredictionOut {
 
 /// Checks the instances' count and kind and turns feature instances into rows.
 /// Image instances become [`ImageSource`]s, decoded under the image budget.
-fn parse_rows(
+pub(super) fn parse_rows(
     instances: &[Instance],
     model: &LoadedModel,
     max_instances: usize,
@@ -206,7 +206,7 @@ fn parse_rows(
 }
 
 /// Model inputs ready to run, or images still to decode.
-enum Rows {
+pub(super) enum Rows {
     Ready(Vec<f32>),
     Images(Vec<ImageSource>, ImageSize),
 }
@@ -394,7 +394,7 @@ async fn triage(
 }
 
 /// The `/v1` answer: one result per instance, in request order.
-fn render(
+pub(super) fn render(
     model: &LoadedModel,
     instances: Vec<Instance>,
     request_id: Option<String>,

@@ -175,6 +175,109 @@ pub fn panel_error(counts: &[u32], reference: Option<usize>, k: u32) -> Option<f
     }
 }
 
+/// Error and expected number of labels of a case routed to `k` reviewers in the
+/// review queue, computed exactly from the case's label distribution: reviewers
+/// are drawn independently from the readers' empirical distribution `n/N`; after
+/// `k` labels a strict majority (more than half) resolves the case, else one more
+/// label is asked, up to `max_labels`; still without one, it goes to adjudication,
+/// modelled as a uniform pick among the tied leaders. Scored against the
+/// reference; without one, reader j is the first reviewer and the others are
+/// drawn from — and scored against the majority of — the other readers (as in
+/// [`panel_error`]; exact for k = 1). `None` as [`panel_error`].
+pub fn queue_panel(
+    counts: &[u32],
+    reference: Option<usize>,
+    k: u32,
+    max_labels: u32,
+) -> Option<(f64, f64)> {
+    if k == 0 || k > MAX_PANEL {
+        return None;
+    }
+    let cap = max_labels.clamp(k, MAX_PANEL.max(k));
+    let n: u32 = counts.iter().sum();
+    match reference {
+        Some(r) => {
+            if n == 0 || r >= counts.len() {
+                return None;
+            }
+            let p: Vec<f64> = counts.iter().map(|&c| f64::from(c) / f64::from(n)).collect();
+            let mut votes = vec![0u32; counts.len()];
+            Some(sequential(&p, &mut votes, 0, k, cap, &|w| f64::from(u8::from(w != r))))
+        }
+        None => {
+            if n < 2 {
+                return None;
+            }
+            let mut others = counts.to_vec();
+            let (mut err, mut labels) = (0.0, 0.0);
+            for (c, &nc) in counts.iter().enumerate() {
+                if nc == 0 {
+                    continue;
+                }
+                others[c] -= 1;
+                let m: u32 = others.iter().sum();
+                let p: Vec<f64> = others.iter().map(|&o| f64::from(o) / f64::from(m)).collect();
+                let mut votes = vec![0u32; counts.len()];
+                votes[c] = 1;
+                let (e, l) = sequential(&p, &mut votes, 1, k, cap, &|w| {
+                    1.0 - majority_share(&others, w)
+                });
+                err += f64::from(nc) * e;
+                labels += f64::from(nc) * l;
+                others[c] += 1;
+            }
+            Some((err / f64::from(n), labels / f64::from(n)))
+        }
+    }
+}
+
+/// The queue's sequential panel from the state `votes` (`have` labels so far):
+/// expected miss and expected total labels.
+fn sequential(
+    p: &[f64],
+    votes: &mut [u32],
+    have: u32,
+    k: u32,
+    cap: u32,
+    miss: &dyn Fn(usize) -> f64,
+) -> (f64, f64) {
+    if have >= k {
+        let top = votes.iter().copied().max().unwrap_or(0);
+        if 2 * top > have {
+            let winner = votes.iter().position(|&v| v == top).unwrap_or(0);
+            return (miss(winner), f64::from(have));
+        }
+        if have >= cap {
+            let tied: Vec<usize> = (0..votes.len()).filter(|&c| votes[c] == top).collect();
+            let m: f64 = tied.iter().map(|&c| miss(c)).sum();
+            return (m / tied.len() as f64, f64::from(have));
+        }
+    }
+    let (mut err, mut labels) = (0.0, 0.0);
+    for c in 0..p.len() {
+        if p[c] <= 0.0 {
+            continue;
+        }
+        votes[c] += 1;
+        let (e, l) = sequential(p, votes, have + 1, k, cap, miss);
+        votes[c] -= 1;
+        err += p[c] * e;
+        labels += p[c] * l;
+    }
+    (err, labels)
+}
+
+/// [`queue_panel`] for a reviewer who errs with probability `h` on a two-way
+/// question (right or wrong): the policy's per-case prediction of a panel's
+/// error and labels from `ĥ`.
+pub fn queue_panel_binary(h: f64, k: u32, max_labels: u32) -> (f64, f64) {
+    let h = if h.is_finite() { h.clamp(0.0, 1.0) } else { 1.0 };
+    let p = [1.0 - h, h];
+    let cap = max_labels.clamp(k.max(1), MAX_PANEL.max(k));
+    let mut votes = [0u32; 2];
+    sequential(&p, &mut votes, 0, k.max(1), cap, &|w| f64::from(u8::from(w != 0)))
+}
+
 /// `E[miss(winner)]` where the panel's votes are `fixed` plus `draws`
 /// independent draws from `p`, and the winner is their plurality with ties broken
 /// uniformly at random; `miss(c)` is the error when class `c` wins.
@@ -334,6 +437,27 @@ mod tests {
         assert!((loo - human_error_target(&[2, 1], None).unwrap()).abs() < 1e-12);
         assert_eq!(panel_error(&[2, 1], Some(0), 0), None);
         assert_eq!(panel_error(&[2, 1], Some(0), MAX_PANEL + 1), None);
+    }
+
+    #[test]
+    fn queue_panel_follows_the_queue() {
+        // One reviewer: error H, one label.
+        let (e, l) = queue_panel(&[9, 1], Some(0), 1, 5).unwrap();
+        assert!((e - 0.1).abs() < 1e-12 && (l - 1.0).abs() < 1e-12);
+        // Two reviewers on a two-way question: agree (resolved at 2) or split
+        // (a third decides): the error of a majority of three, 2 + 2q(1−q) labels.
+        let q: f64 = 0.1;
+        let (e, l) = queue_panel(&[9, 1], Some(0), 2, 5).unwrap();
+        assert!((e - (3.0 * q * q * (1.0 - q) + q.powi(3))).abs() < 1e-12, "{e}");
+        assert!((l - (2.0 + 2.0 * q * (1.0 - q))).abs() < 1e-12, "{l}");
+        let (eb, lb) = queue_panel_binary(q, 2, 5);
+        assert!((eb - e).abs() < 1e-12 && (lb - l).abs() < 1e-12);
+        // Unanimous readers: never wrong, exactly k labels.
+        assert_eq!(queue_panel(&[0, 5, 0], Some(1), 3, 5), Some((0.0, 3.0)));
+        // Without a reference, k = 1 is the leave-one-out human error.
+        let (e, l) = queue_panel(&[2, 1], None, 1, 5).unwrap();
+        assert!((e - human_error_target(&[2, 1], None).unwrap()).abs() < 1e-12);
+        assert_eq!(l, 1.0);
     }
 
     #[test]

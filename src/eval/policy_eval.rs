@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::CaseResult;
-use crate::data::targets::{model_error_target, panel_error, MAX_PANEL};
+use crate::data::targets::{model_error_target, queue_panel, MAX_PANEL};
 use crate::data::Dataset;
 use crate::policy::spec::PolicySpec;
 use crate::policy::system::hb_upper_bound;
@@ -36,7 +36,9 @@ pub struct PolicyReport {
     pub total_error: f64,
     /// 95% upper confidence bound on the expected total error (Hoeffding–Bentkus).
     pub total_error_upper: f64,
-    /// Reviewer labels per case (0 for automated cases; audits not counted).
+    /// Expected reviewer labels per case: 0 for automated cases; for reviewed ones
+    /// the queue's process (k labels, more while no strict majority, up to the
+    /// cap) on the case's label distribution. Audit samples are not counted.
     pub labels_per_case: f64,
     /// Mean error of the reviewers on the reviewed cases.
     pub reviewed_error: Option<f64>,
@@ -52,6 +54,7 @@ pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) 
     let (mut n, mut automated, mut auto_errors) = (0usize, 0usize, 0usize);
     let (mut total, mut reviewed_err, mut reviewers, mut reviewed) = (0.0, 0.0, 0u64, 0usize);
     let mut reasons = std::collections::BTreeMap::new();
+    let mut labels = 0.0;
     for case in cases {
         let counts = data.counts(case.index);
         let Some(model_loss) = model_error_target(counts, case.reference, case.prediction.class())
@@ -60,7 +63,9 @@ pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) 
         };
         let d = policy.decide(&case.prediction);
         let panel = d.reviewers.clamp(1, MAX_PANEL);
-        let Some(panel_loss) = panel_error(counts, case.reference, panel) else {
+        let cap = spec.reviewers.label_cap().clamp(panel, MAX_PANEL);
+        let Some((panel_loss, panel_labels)) = queue_panel(counts, case.reference, panel, cap)
+        else {
             continue;
         };
         *reasons.entry(d.reason_code.to_string()).or_insert(0) += 1;
@@ -77,6 +82,7 @@ pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) 
                 total += e;
                 reviewed_err += e;
                 reviewers += u64::from(d.reviewers);
+                labels += panel_labels;
                 reviewed += 1;
             }
         }
@@ -94,7 +100,7 @@ pub fn evaluate_policy(spec: &PolicySpec, cases: &[CaseResult], data: &Dataset) 
         selective_error_upper: upper,
         total_error: total / n.max(1) as f64,
         total_error_upper: hb_upper_bound(total / n.max(1) as f64, n, 0.05),
-        labels_per_case: reviewers as f64 / n.max(1) as f64,
+        labels_per_case: labels / n.max(1) as f64,
         reviewed_error: (reviewed > 0).then(|| reviewed_err / reviewed as f64),
         mean_reviewers: (reviewed > 0).then(|| reviewers as f64 / reviewed as f64),
         reasons,

@@ -10,7 +10,7 @@ use super::risk::{certify_parts, Scored};
 use super::spec::{AuditSpec, CalibrationInfo, PolicySpec, ReviewerSpec, RuleSpec, FORMAT_VERSION};
 use super::system::{self, SystemCase};
 use super::ThresholdScore;
-use crate::data::targets::{model_error_target, panel_error, MAX_PANEL};
+use crate::data::targets::{model_error_target, queue_panel, MAX_PANEL};
 use crate::data::{Dataset, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::Predictor;
@@ -62,8 +62,9 @@ pub struct CalibrateConfig {
     /// Most reviewers per case.
     #[arg(long, default_value_t = 3)]
     pub k_max: u32,
-    /// system: most labels (reviewers) per case; default --k-max. Without
-    /// reference labels the system policy uses 1 (see `data::targets::panel_error`).
+    /// Most labels a routed case gets while its reviewers hold no strict
+    /// majority (then adjudication); default max(k_max + 2, 5). The system
+    /// policy counts this process exactly.
     #[arg(long)]
     pub max_labels: Option<u32>,
     /// Reviewers per case: smallest k with predicted majority-vote error ≤ this.
@@ -162,10 +163,11 @@ pub fn calibrate(
         PolicyKind::System => {
             let with_reference = ev.cases.iter().filter(|c| c.reference.is_some()).count();
             let referenced = with_reference * 2 >= ev.cases.len();
-            let asked = cfg.max_labels.unwrap_or(cfg.k_max);
+            let asked = cfg.k_max;
+            let max_labels = cfg.max_labels.unwrap_or((cfg.k_max + 2).max(5));
             anyhow::ensure!(
-                (1..=MAX_PANEL).contains(&asked),
-                "--max-labels must be in 1..={MAX_PANEL}"
+                (1..=MAX_PANEL).contains(&asked) && (asked..=MAX_PANEL).contains(&max_labels),
+                "need 1 <= --k-max <= --max-labels <= {MAX_PANEL}"
             );
             // Without references a panel of k ≥ 2 is scored against the same
             // readers it is drawn from (optimistic), so only k = 1 is offered.
@@ -176,6 +178,7 @@ pub fn calibrate(
                     "no reference labels: the system policy offers at most 1 reviewer per case"
                 );
             }
+            let panels = system::Panels { k_max, max_labels };
             let cases = |part: &[usize]| -> Vec<SystemCase> {
                 part.iter()
                     .filter_map(|i| {
@@ -184,13 +187,18 @@ pub fn calibrate(
                         let reference = if referenced { c.reference } else { None };
                         let mut loss =
                             vec![model_error_target(counts, reference, c.prediction.class())?];
+                        let mut labels = vec![0.0];
                         for k in 1..=k_max {
-                            loss.push(panel_error(counts, reference, k)?);
+                            let (e, l) = queue_panel(counts, reference, k, max_labels)?;
+                            loss.push(e);
+                            labels.push(l);
                         }
                         Some(SystemCase {
                             model_error: f64::from(c.prediction.algorithm_error()),
-                            human_error: f64::from(c.prediction.estimated_human_error()),
+                            predicted: panels
+                                .predicted(f64::from(c.prediction.estimated_human_error())),
                             loss,
+                            labels,
                         })
                     })
                     .collect()
@@ -210,18 +218,22 @@ pub fn calibrate(
                 "leave-one-reader-out majority of the other readers"
             };
             RuleSpec::System {
-                certificate: system::certify(&fit, &cert, cfg.alpha, cfg.delta, k_max, target),
+                certificate: system::certify(&fit, &cert, cfg.alpha, cfg.delta, panels, target),
             }
         }
+    };
+    let (k_max, max_labels) = match &rule {
+        RuleSpec::System { certificate } => (certificate.k_max, Some(certificate.max_labels)),
+        _ => (cfg.k_max, cfg.max_labels),
     };
     let spec = PolicySpec {
         format_version: FORMAT_VERSION,
         rule,
         reviewers: ReviewerSpec {
-            k_max: cfg.k_max,
+            k_max,
             target_error: cfg.reviewer_target_error,
-            escalate_on_disagreement: !cfg.no_escalation,
-            max_labels: None,
+            escalate_on_disagreement: !cfg.no_escalation && cfg.policy != PolicyKind::System,
+            max_labels,
         },
         audit: AuditSpec {
             rate: cfg.audit_rate,

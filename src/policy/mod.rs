@@ -194,7 +194,7 @@ enum Rule {
     },
     System {
         setting: Option<system::SystemSetting>,
-        k_max: u32,
+        panels: system::Panels,
         alpha: f64,
         delta: f64,
     },
@@ -302,7 +302,10 @@ impl Policy {
             RuleSpec::System { certificate } => (
                 Rule::System {
                     setting: certificate.setting,
-                    k_max: certificate.k_max,
+                    panels: system::Panels {
+                        k_max: certificate.k_max,
+                        max_labels: certificate.max_labels,
+                    },
                     alpha: certificate.alpha,
                     delta: certificate.delta,
                 },
@@ -580,20 +583,21 @@ impl Policy {
             }
             Rule::System {
                 setting,
-                k_max,
+                panels,
                 alpha,
                 delta,
             } => {
                 let a = f64::from(p.algorithm_error());
+                let k_max = panels.k_max;
                 match setting {
                     None => Decision {
-                        reviewers: *k_max,
+                        reviewers: k_max,
                         ..review(
                             format!("no setting certified at total error {alpha}, delta {delta}: every case gets {k_max} reviewers"),
                             "system_not_certified",
                         )
                     },
-                    Some(s) => match system::reviewers(a, h, *s, *k_max) {
+                    Some(s) => match system::reviewers(a, h, *s, *panels) {
                         0 => automate(
                             format!("model error {a:.4} is within the certified setting (threshold {:.4}, price {}): total error <= {alpha} w.p. >= {}", s.threshold, s.price, 1.0 - delta),
                             "system_automate",

@@ -5,12 +5,14 @@
 //! error `ĥ`, a panel of k reviewers is predicted to err at `e_k = P(majority of
 //! k errs)` (independent reviewers erring at `ĥ`). At a setting (t, λ) — a
 //! routing threshold and a price per label — the best panel is
-//! `k* = argmin_{1≤k≤k_max} e_k + λ·k`, and the case is reviewed by k* reviewers
-//! iff `â > e_{k*} + λ·k* + t`, else automated.
+//! `k* = argmin_{1≤k≤k_max} e_k + λ·L_k` with `L_k` the expected labels of the
+//! queue's process (k labels, then one more at a time while the reviewers hold no
+//! strict majority, up to `max_labels`; `data::targets::queue_panel_binary`), and
+//! the case is reviewed by k* reviewers iff `â > e_{k*} + λ·L_{k*} + t`.
 //!
 //! **Certificate** (Learn-then-Test, Angelopoulos et al. 2021). Per-case loss in
-//! [0, 1]: `1[ŷ ≠ y*]` when automated, else the exact error of a k-reviewer
-//! majority on that case's label distribution (`data::targets::panel_error`;
+//! [0, 1]: `1[ŷ ≠ y*]` when automated, else the queue's exact error with k
+//! reviewers drawn from that case's label distribution (`data::targets::queue_panel`;
 //! without a reference, leave-one-reader-out against the other readers). Each
 //! setting is a hypothesis "expected loss > α", tested with the Hoeffding–Bentkus
 //! p-value on the certification part. The order of the tests comes from the
@@ -27,7 +29,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{binomial_cdf, majority_vote_error};
+use crate::data::targets::queue_panel_binary;
+use crate::stats::binomial_cdf;
 
 /// Prices per label tried (in units of error probability per label).
 pub const PRICES: [f64; 6] = [0.0, 0.002, 0.005, 0.01, 0.02, 0.05];
@@ -59,6 +62,9 @@ pub struct SystemCertificate {
     pub setting: Option<SystemSetting>,
     /// Most reviewers per case.
     pub k_max: u32,
+    /// Most labels per case (the queue asks more while reviewers hold no strict
+    /// majority); the losses and labels counted this process exactly.
+    pub max_labels: u32,
     /// On the certification part, at the served setting: labels per case, share
     /// automated, mean total error, and the Hoeffding–Bentkus p-value.
     pub labels_per_case: f64,
@@ -73,20 +79,46 @@ pub struct SystemCertificate {
     pub method: String,
 }
 
+/// How many reviewers the queue may use: a case routed to k ≤ `k_max` reviewers
+/// resolves on a strict majority after k labels, else asks one more label at a
+/// time up to `max_labels` (then adjudication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panels {
+    pub k_max: u32,
+    pub max_labels: u32,
+}
+
+impl Panels {
+    /// Predicted `(error, expected labels)` of k = 1..=k_max reviewers who each
+    /// err with probability `h` (`data::targets::queue_panel_binary`).
+    pub fn predicted(self, h: f64) -> Vec<(f64, f64)> {
+        (1..=self.k_max.max(1))
+            .map(|k| queue_panel_binary(h, k, self.max_labels))
+            .collect()
+    }
+}
+
 /// One calibration case as the system policy sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemCase {
     /// Calibrated model error `â`.
     pub model_error: f64,
-    /// Calibrated error of one reviewer `ĥ`.
-    pub human_error: f64,
-    /// `loss[0]` = the model's error target, `loss[k]` = a k-panel's exact error.
+    /// Predicted `(error, labels)` of k = 1..=k_max reviewers, from `ĥ`.
+    pub predicted: Vec<(f64, f64)>,
+    /// `loss[0]` = the model's error target, `loss[k]` = the queue's exact error
+    /// with k reviewers on this case's label distribution.
     pub loss: Vec<f64>,
+    /// `labels[k]`: expected labels the queue uses with k reviewers (`labels[0]` = 0).
+    pub labels: Vec<f64>,
 }
 
 /// Reviewers a case gets at `setting`: 0 (automate) or the best panel size.
-pub fn reviewers(model_error: f64, human_error: f64, setting: SystemSetting, k_max: u32) -> u32 {
-    let (k, cost) = best_panel(human_error, setting.price, k_max);
+pub fn reviewers(model_error: f64, human_error: f64, setting: SystemSetting, panels: Panels) -> u32 {
+    choose(model_error, &panels.predicted(human_error), setting)
+}
+
+fn choose(model_error: f64, predicted: &[(f64, f64)], setting: SystemSetting) -> u32 {
+    let (k, cost) = best_panel(predicted, setting.price);
     if model_error > cost + setting.threshold {
         k
     } else {
@@ -94,39 +126,29 @@ pub fn reviewers(model_error: f64, human_error: f64, setting: SystemSetting, k_m
     }
 }
 
-/// The panel size minimising `e_k + λ·k`, and that cost.
-fn best_panel(human_error: f64, price: f64, k_max: u32) -> (u32, f64) {
-    (1..=k_max.max(1))
-        .map(|k| {
-            (
-                k,
-                majority_vote_error(k, human_error) + price * f64::from(k),
-            )
-        })
+/// The panel size minimising `e_k + λ·L_k` (error plus priced labels), and that cost.
+fn best_panel(predicted: &[(f64, f64)], price: f64) -> (u32, f64) {
+    predicted
+        .iter()
+        .enumerate()
+        .map(|(i, &(e, l))| (i as u32 + 1, e + price * l))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((1, 1.0))
 }
 
-/// `â − (e_{k*} + λ·k*)`: the routing score thresholded at t.
-fn benefit(c: &SystemCase, price: f64, k_max: u32) -> f64 {
-    c.model_error - best_panel(c.human_error, price, k_max).1
-}
-
-/// Loss and labels of a case at a setting.
-fn outcome(c: &SystemCase, setting: SystemSetting, k_max: u32) -> (f64, u32) {
-    let k = reviewers(c.model_error, c.human_error, setting, k_max);
-    let loss = c.loss.get(k as usize).copied().unwrap_or(1.0);
-    (loss, k)
+/// `â − (e_{k*} + λ·L_{k*})`: the routing score thresholded at t.
+fn benefit(c: &SystemCase, price: f64) -> f64 {
+    c.model_error - best_panel(&c.predicted, price).1
 }
 
 /// Mean loss, labels per case and automation share of `cases` at `setting`.
-pub fn summarise(cases: &[SystemCase], setting: SystemSetting, k_max: u32) -> (f64, f64, f64) {
+pub fn summarise(cases: &[SystemCase], setting: SystemSetting) -> (f64, f64, f64) {
     let n = cases.len().max(1) as f64;
     let (mut loss, mut labels, mut automated) = (0.0, 0.0, 0.0);
     for c in cases {
-        let (l, k) = outcome(c, setting, k_max);
-        loss += l;
-        labels += f64::from(k);
+        let k = choose(c.model_error, &c.predicted, setting) as usize;
+        loss += c.loss.get(k).copied().unwrap_or(1.0);
+        labels += c.labels.get(k).copied().unwrap_or(k as f64);
         automated += f64::from(u8::from(k == 0));
     }
     (loss / n, labels / n, automated / n)
@@ -183,17 +205,17 @@ pub fn certify(
     cert: &[SystemCase],
     alpha: f64,
     delta: f64,
-    k_max: u32,
+    panels: Panels,
     target: &str,
 ) -> SystemCertificate {
     let per_price = delta / PRICES.len() as f64;
     let mut certified: Vec<(SystemSetting, f64, f64, f64, f64)> = Vec::new();
     let mut grid_size = 0;
     for &price in &PRICES {
-        for threshold in thresholds(fit, price, k_max) {
+        for threshold in thresholds(fit, price) {
             grid_size += 1;
             let setting = SystemSetting { threshold, price };
-            let (risk, labels, automated) = summarise(cert, setting, k_max);
+            let (risk, labels, automated) = summarise(cert, setting);
             let p = hb_p_value(risk, cert.len(), alpha);
             if p > per_price {
                 break;
@@ -205,22 +227,18 @@ pub fn certify(
         .iter()
         .min_by(|a, b| a.2.total_cmp(&b.2).then(b.3.total_cmp(&a.3)))
         .copied();
-    let review_all = SystemSetting {
-        threshold: f64::NEG_INFINITY,
-        price: 0.0,
-    };
     let (risk, labels, automated) = match best {
         Some((_, r, l, a, _)) => (r, l, a),
         None => {
-            let k = k_max as usize;
+            // Nothing certified: every case gets k_max reviewers.
+            let k = panels.k_max as usize;
             let n = cert.len().max(1) as f64;
-            let r = cert
-                .iter()
-                .map(|c| c.loss.get(k).copied().unwrap_or(1.0))
-                .sum::<f64>()
-                / n;
-            let _ = review_all;
-            (r, f64::from(k_max), 0.0)
+            let mean = |f: &dyn Fn(&SystemCase) -> f64| cert.iter().map(f).sum::<f64>() / n;
+            (
+                mean(&|c| c.loss.get(k).copied().unwrap_or(1.0)),
+                mean(&|c| c.labels.get(k).copied().unwrap_or(k as f64)),
+                0.0,
+            )
         }
     };
     SystemCertificate {
@@ -229,7 +247,8 @@ pub fn certify(
         n_cert: cert.len(),
         n_fit: fit.len(),
         setting: best.map(|b| b.0),
-        k_max,
+        k_max: panels.k_max,
+        max_labels: panels.max_labels,
         labels_per_case: labels,
         automation_rate: automated,
         total_error: risk,
@@ -246,8 +265,8 @@ pub fn certify(
 
 /// Thresholds for one price, from "review everything" (−∞) up through the
 /// fitting part's benefit quantiles, so review shares fall 100%, 99%, …, 0%.
-fn thresholds(fit: &[SystemCase], price: f64, k_max: u32) -> Vec<f64> {
-    let mut b: Vec<f64> = fit.iter().map(|c| benefit(c, price, k_max)).collect();
+fn thresholds(fit: &[SystemCase], price: f64) -> Vec<f64> {
+    let mut b: Vec<f64> = fit.iter().map(|c| benefit(c, price)).collect();
     b.sort_by(f64::total_cmp);
     let mut out = vec![f64::NEG_INFINITY];
     if b.is_empty() {
@@ -282,6 +301,11 @@ mod tests {
         assert!(u1 > u2 && u2 > 0.04, "{u1} {u2}");
     }
 
+    const PANELS: Panels = Panels {
+        k_max: 3,
+        max_labels: 5,
+    };
+
     /// A population with known truth: `â` and `ĥ` are calibrated probabilities;
     /// the model errs with probability `â`, one reviewer with `ĥ`, panels by the
     /// binomial majority — so the true total error of any setting is known up to
@@ -292,12 +316,16 @@ mod tests {
             .map(|_| {
                 let a: f64 = rng.gen_range(0.0f64..1.0).powi(3) * 0.8;
                 let h: f64 = rng.gen_range(0.0f64..1.0).powi(2) * 0.45;
+                let predicted = PANELS.predicted(h);
                 let mut loss = vec![f64::from(u8::from(rng.gen::<f64>() < a))];
-                loss.extend((1..=3).map(|k| majority_vote_error(k, h)));
+                loss.extend(predicted.iter().map(|p| p.0));
+                let mut labels = vec![0.0];
+                labels.extend(predicted.iter().map(|p| p.1));
                 SystemCase {
                     model_error: a,
-                    human_error: h,
+                    predicted,
                     loss,
+                    labels,
                 }
             })
             .collect()
@@ -313,9 +341,9 @@ mod tests {
         for _ in 0..100 {
             let fit = population(1500, &mut rng);
             let cert = population(1500, &mut rng);
-            let c = certify(&fit, &cert, alpha, delta, 3, "reference label");
+            let c = certify(&fit, &cert, alpha, delta, PANELS, "reference label");
             let Some(setting) = c.setting else { continue };
-            let (true_risk, _, auto) = summarise(&truth, setting, 3);
+            let (true_risk, _, auto) = summarise(&truth, setting);
             violations += usize::from(true_risk > alpha + 0.002);
             automated += auto;
         }
@@ -338,10 +366,10 @@ mod tests {
             price: 0.01,
         };
         // A confident model: automate.
-        assert_eq!(reviewers(0.001, 0.05, s, 3), 0);
+        assert_eq!(reviewers(0.001, 0.05, s, PANELS), 0);
         // A doubtful model, reliable reviewers: one reviewer suffices.
-        assert_eq!(reviewers(0.5, 0.01, s, 3), 1);
-        // Reviewers who err often: a panel of three is worth its price.
-        assert_eq!(reviewers(0.5, 0.2, s, 3), 3);
+        assert_eq!(reviewers(0.5, 0.01, s, PANELS), 1);
+        // Reviewers who err often: two (and a third when they split) are worth it.
+        assert_eq!(reviewers(0.5, 0.2, s, PANELS), 2);
     }
 }

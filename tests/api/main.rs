@@ -5,6 +5,7 @@
 mod common;
 mod helpers;
 
+mod bench_routes;
 mod consensus;
 mod console;
 mod errors;
