@@ -200,9 +200,14 @@ pub fn queue_panel(
             if n == 0 || r >= counts.len() {
                 return None;
             }
-            let p: Vec<f64> = counts.iter().map(|&c| f64::from(c) / f64::from(n)).collect();
+            let p: Vec<f64> = counts
+                .iter()
+                .map(|&c| f64::from(c) / f64::from(n))
+                .collect();
             let mut votes = vec![0u32; counts.len()];
-            Some(sequential(&p, &mut votes, 0, k, cap, &|w| f64::from(u8::from(w != r))))
+            Some(sequential(&p, &mut votes, 0, k, cap, &|w| {
+                f64::from(u8::from(w != r))
+            }))
         }
         None => {
             if n < 2 {
@@ -216,7 +221,10 @@ pub fn queue_panel(
                 }
                 others[c] -= 1;
                 let m: u32 = others.iter().sum();
-                let p: Vec<f64> = others.iter().map(|&o| f64::from(o) / f64::from(m)).collect();
+                let p: Vec<f64> = others
+                    .iter()
+                    .map(|&o| f64::from(o) / f64::from(m))
+                    .collect();
                 let mut votes = vec![0u32; counts.len()];
                 votes[c] = 1;
                 let (e, l) = sequential(&p, &mut votes, 1, k, cap, &|w| {
@@ -271,11 +279,17 @@ fn sequential(
 /// question (right or wrong): the policy's per-case prediction of a panel's
 /// error and labels from `ĥ`.
 pub fn queue_panel_binary(h: f64, k: u32, max_labels: u32) -> (f64, f64) {
-    let h = if h.is_finite() { h.clamp(0.0, 1.0) } else { 1.0 };
+    let h = if h.is_finite() {
+        h.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     let p = [1.0 - h, h];
     let cap = max_labels.clamp(k.max(1), MAX_PANEL.max(k));
     let mut votes = [0u32; 2];
-    sequential(&p, &mut votes, 0, k.max(1), cap, &|w| f64::from(u8::from(w != 0)))
+    sequential(&p, &mut votes, 0, k.max(1), cap, &|w| {
+        f64::from(u8::from(w != 0))
+    })
 }
 
 /// `E[miss(winner)]` where the panel's votes are `fixed` plus `draws`
@@ -448,7 +462,10 @@ mod tests {
         // (a third decides): the error of a majority of three, 2 + 2q(1−q) labels.
         let q: f64 = 0.1;
         let (e, l) = queue_panel(&[9, 1], Some(0), 2, 5).unwrap();
-        assert!((e - (3.0 * q * q * (1.0 - q) + q.powi(3))).abs() < 1e-12, "{e}");
+        assert!(
+            (e - (3.0 * q * q * (1.0 - q) + q.powi(3))).abs() < 1e-12,
+            "{e}"
+        );
         assert!((l - (2.0 + 2.0 * q * (1.0 - q))).abs() < 1e-12, "{l}");
         let (eb, lb) = queue_panel_binary(q, 2, 5);
         assert!((eb - e).abs() < 1e-12 && (lb - l).abs() < 1e-12);

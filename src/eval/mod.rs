@@ -3,6 +3,7 @@
 //! [`Report`] (`report.json`, docs/formats.md), per-case rows for `predictions.csv`,
 //! `report.html` and PNG plots.
 
+pub mod estimates;
 pub mod metrics;
 pub mod plots;
 pub mod policy_eval;
@@ -110,6 +111,8 @@ pub struct Report {
     pub classification: Classification,
     pub disagreement: Disagreement,
     pub triage_curve: TriageCurve,
+    /// Reliability and Brier scores of `â`, `D̂`, `ĥ` against their targets.
+    pub calibration: estimates::Estimates,
     /// Filled by `eval --policy`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<policy_eval::PolicyReport>,
@@ -203,6 +206,7 @@ pub fn evaluate(
         classification: classification(&cases, data, manifest.temperature),
         disagreement: disagreement(&cases, data, opts.class_groups.as_deref()),
         triage_curve: triage(&cases, data),
+        calibration: estimates::estimates(&cases, data),
         policy: None,
     };
     Ok(Evaluation { report, cases })

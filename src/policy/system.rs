@@ -113,7 +113,12 @@ pub struct SystemCase {
 }
 
 /// Reviewers a case gets at `setting`: 0 (automate) or the best panel size.
-pub fn reviewers(model_error: f64, human_error: f64, setting: SystemSetting, panels: Panels) -> u32 {
+pub fn reviewers(
+    model_error: f64,
+    human_error: f64,
+    setting: SystemSetting,
+    panels: Panels,
+) -> u32 {
     choose(model_error, &panels.predicted(human_error), setting)
 }
 
@@ -315,7 +320,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let a: f64 = rng.gen_range(0.0f64..1.0).powi(3) * 0.8;
-                let h: f64 = rng.gen_range(0.0f64..1.0).powi(2) * 0.45;
+                let h: f64 = rng.gen_range(0.0f64..1.0).powi(2) * 0.25;
                 let predicted = PANELS.predicted(h);
                 let mut loss = vec![f64::from(u8::from(rng.gen::<f64>() < a))];
                 loss.extend(predicted.iter().map(|p| p.0));
@@ -334,7 +339,7 @@ mod tests {
     #[test]
     fn certificate_holds_in_at_least_1_minus_delta_of_100_repetitions() {
         use rand::SeedableRng;
-        let (alpha, delta) = (0.08, 0.1);
+        let (alpha, delta) = (0.05, 0.1);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let truth = population(200_000, &mut rng);
         let (mut violations, mut automated) = (0, 0.0);
@@ -347,6 +352,10 @@ mod tests {
             violations += usize::from(true_risk > alpha + 0.002);
             automated += auto;
         }
+        eprintln!(
+            "certificate failed in {violations}/100 repetitions; mean automation {:.3}",
+            automated / 100.0
+        );
         assert!(
             violations <= 10,
             "the certificate failed in {violations} of 100 repetitions (delta = {delta})"
