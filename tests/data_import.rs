@@ -353,3 +353,35 @@ fn missing_file_is_reported() {
     let e = import_err(&counts_opts(PathBuf::from("/nonexistent/cases.csv")));
     assert!(e.to_string().contains("/nonexistent/cases.csv"), "{e}");
 }
+
+#[test]
+fn group_column_is_kept_and_survives_a_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(
+        dir.path(),
+        "g.csv",
+        "id,f1,f2,n_a,n_b,patient\n\
+         a,1,2,3,0,P-7\n\
+         b,1,0,1,2,P-9\n\
+         c,0,0,0,4,P-7\n",
+    );
+    let opts = CsvImport {
+        group: Some("patient".into()),
+        ..counts_opts(csv)
+    };
+    let d = import_csv(&opts).unwrap();
+    assert_eq!(d.groups(), Some(&[0i64, 1, 0][..]));
+    let path = dir.path().join("g.safetensors");
+    triaged::data::format::save(&d, &path).unwrap();
+    assert_eq!(
+        triaged::data::format::load(&path).unwrap().groups(),
+        d.groups()
+    );
+    // A missing group is refused with its line and column.
+    let bad = write(dir.path(), "bad.csv", "f1,f2,n_a,n_b,patient\n1,2,3,0,\n");
+    let e = import_err(&CsvImport {
+        group: Some("patient".into()),
+        ..counts_opts(bad)
+    });
+    assert_eq!((e.line, e.column.as_deref()), (Some(2), Some("patient")));
+}

@@ -289,6 +289,37 @@ mod tests {
     }
 
     #[test]
+    fn confusion_mode_has_groups_references_and_whole_groups_per_split() {
+        let cfg = SynthConfig {
+            cases: 900,
+            annotators: AnnotatorModel::Confusion,
+            group_size: 4,
+            ..SynthConfig::default()
+        };
+        let d = generate(&cfg, 11).unwrap();
+        assert_eq!(d.groups().unwrap().len(), 900);
+        assert!(d.references().unwrap().iter().all(|&r| r >= 0));
+        // Splits never divide a group.
+        for i in 1..d.len() {
+            if d.group(i) == d.group(i - 1) {
+                assert_eq!(d.split(i), d.split(i - 1));
+            }
+        }
+        // Annotators err more than the uniform mode's 5% on clean cases, and the
+        // calibration parts keep groups whole.
+        let cal = d.indices(Some(Split::Calibration)).unwrap();
+        let parts = d.calibration_parts(&cal);
+        assert_eq!(parts.by, "group");
+        let fit_groups: std::collections::HashSet<i64> =
+            parts.fit.iter().map(|&i| d.group(i).unwrap()).collect();
+        assert!(parts
+            .certify
+            .iter()
+            .all(|&i| !fit_groups.contains(&d.group(i).unwrap())));
+        assert!(!parts.fit.is_empty() && parts.certify.len() > parts.fit.len());
+    }
+
+    #[test]
     fn has_both_agreement_and_disagreement_and_all_splits() {
         let d = generate(&SynthConfig::default(), 7).unwrap();
         let ds: Vec<f64> = (0..d.len())

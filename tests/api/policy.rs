@@ -187,3 +187,83 @@ async fn report_audit(app: &TestApp, url: &str, correct: u64, wrong: u64) -> Val
         .await
         .unwrap()
 }
+
+fn system_spec(setting: Option<triaged::policy::system::SystemSetting>) -> PolicySpec {
+    PolicySpec {
+        rule: RuleSpec::System {
+            certificate: triaged::policy::system::SystemCertificate {
+                alpha: 0.2,
+                delta: 0.1,
+                n_cert: 300,
+                n_fit: 200,
+                setting,
+                k_max: 3,
+                max_labels: 5,
+                labels_per_case: 0.8,
+                automation_rate: 0.4,
+                total_error: 0.15,
+                p_value: Some(0.01),
+                grid_size: 600,
+                certified: 40,
+                target: "reference label".into(),
+                method: "test fixture".into(),
+            },
+        },
+        ..risk_spec(None)
+    }
+}
+
+#[actix_web::test]
+async fn a_system_policy_serves_its_certificate_and_each_decision_says_k() {
+    let app = spawn_app_with(false, |_| {}).await;
+    let v1 = install_bundle(&app.models_dir, "1");
+    // Threshold −1 with a zero price: the benefit of review always exceeds it,
+    // so every case is reviewed, by the panel with the smallest predicted error.
+    let setting = triaged::policy::system::SystemSetting {
+        threshold: -1.0,
+        price: 0.0,
+    };
+    spec::write(&v1, &system_spec(Some(setting))).unwrap();
+    app.reload().await;
+    app.wait_ready().await;
+    let m: Value = app
+        .get(&format!("/v1/models/{MODEL}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["policy"]["name"], "system");
+    let c = &m["policy"]["certificate"];
+    assert_eq!(c["alpha"], 0.2);
+    assert_eq!(c["n_cert"], 300);
+    assert_eq!(c["labels_per_case"], 0.8);
+    assert_eq!(c["setting"]["price"], 0.0);
+
+    let rows: Vec<Vec<f64>> = (0..5).map(nodule).collect();
+    let r: Value = app
+        .post_json("/v1/triage", &triage_body(&rows))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for res in r["results"].as_array().unwrap() {
+        assert_eq!(res["decision"]["route"], "review");
+        assert_eq!(res["decision"]["reason_code"], "system_review");
+        let k = res["decision"]["reviewers"].as_u64().unwrap();
+        assert!((1..=3).contains(&k), "{k}");
+    }
+
+    // Nothing certified: every case gets k_max reviewers, and the reason says so.
+    let v2 = install_bundle(&app.models_dir, "2");
+    spec::write(&v2, &system_spec(None)).unwrap();
+    assert_eq!(app.reload().await.status(), 200);
+    let r: Value = app
+        .post_json("/v1/triage", &triage_body(&rows))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let d = &r["results"][0]["decision"];
+    assert_eq!(d["reason_code"], "system_not_certified");
+    assert_eq!(d["reviewers"], 3);
+}
