@@ -63,7 +63,14 @@ fn a_short_cnn_run_writes_a_bundle_that_serves_batches_like_single_images() {
         }
     );
     assert_eq!(m.training.n_train, 150);
-    assert_eq!(m.training.n_calibration, 75);
+    // Only the calibration split's fitting part is used; the rest is left to
+    // certificates (the split note says how it was divided).
+    assert!(
+        (1..75).contains(&m.training.n_calibration),
+        "{}",
+        m.training.n_calibration
+    );
+    assert!(m.training.split.contains("certify"), "{}", m.training.split);
     assert!(m.metrics.contains_key("test"), "{:?}", m.metrics);
     assert!(out.join("checkpoint.safetensors").exists());
 

@@ -243,7 +243,8 @@ pub fn calibrate(
         calibration: Some(CalibrationInfo {
             data_file: crate::train::file_label(data_path),
             data_sha256: crate::train::sha256_file(data_path)?,
-            split: format!("{}; {}", cfg.split, parts.describe()),
+            split: cfg.split.to_string(),
+            parts: Some(parts.describe()),
             n: ev.cases.len(),
             model_version: predictor.manifest().version.clone(),
             created_at: chrono::Utc::now().to_rfc3339(),

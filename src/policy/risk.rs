@@ -55,10 +55,13 @@ pub fn certify_parts(
     let grid_half: Vec<f64> = grid_cases.iter().map(|c| c.confidence).collect();
     let test_half: Vec<Scored> = test_cases.to_vec();
     let cases: Vec<Scored> = grid_cases.iter().chain(test_cases).copied().collect();
+    // START_MIN counts *tested* cases: scaled to the grid part's size, since the
+    // two parts need not be equal.
+    let min_in_grid = (START_MIN * grid_half.len()).div_ceil(test_half.len().max(1));
     let start = grid_half
         .len()
         .div_ceil(START_DIVISOR)
-        .max(START_MIN)
+        .max(min_in_grid)
         .min(grid_half.len());
     let grid = descending_grid(&grid_half, start);
     let mut certified: Option<(f64, usize, usize, f64)> = None;

@@ -139,6 +139,9 @@ pub struct CalibrationInfo {
     pub data_file: String,
     pub data_sha256: String,
     pub split: String,
+    /// How the split was divided into its fitting and certification parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<String>,
     pub n: usize,
     pub model_version: String,
     pub created_at: String,
