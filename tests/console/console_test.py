@@ -8,8 +8,8 @@ selenium when missing), from the project root after `cargo build --release`:
 
 Two servers, each on a fresh SQLite queue:
 
-1. tokens, blind mode, shadow triage with three reviewers per case:
-   a wrong token is refused; three reviewers sign in, claim the CIFAR case, see
+1. tokens, blind mode, shadow triage with the policy's reviewers per case (up to three):
+   a wrong token is refused; the reviewers sign in, claim the CIFAR case, see
    its image at the model's size, find the suggestion absent, label by key; the
    case resolves and the suggestion shows after labeling; a hostile request id
    renders as text; a LIDC case shows its features; five reviewers tie a case
@@ -236,11 +236,13 @@ def blind_mode(binary, shots, work):
         res = triage_image(server, HOSTILE)
         case_id = res["decision"]["case_id"]
         check(case_id, f"the CIFAR case was not routed: {res['decision']}")
+        # The shipped policy chooses k per case (cifar10-cnn/2's system policy):
+        # with three, one dissent still leaves a strict majority.
         k = res["decision"]["reviewers"]
-        check(k == 3, f"expected 3 reviewers per case, got {k}")
+        check(1 <= k <= 3, f"expected 1 to 3 reviewers per case, got {k}")
         predicted = res["prediction"]["class"]
-        labels = [predicted, predicted, (predicted + 1) % 10]
-        for i, who in enumerate(REVIEWERS[:3]):
+        labels = [predicted, predicted, (predicted + 1) % 10] if k == 3 else [predicted] * k
+        for i, who in enumerate(REVIEWERS[:k]):
             page.sign_in(tok(who))
             page.until(f"{who}: the claim button", lambda: page.visible("[data-action=claim]"))
             page.css("[data-action=claim]")[0].click()
@@ -265,14 +267,14 @@ def blind_mode(binary, shots, work):
             page.press(key_for(labels[i]))
             page.until(f"{who}: the suggestion after labeling", lambda: page.visible("[data-role=suggestion]"))
             check(f"Labeled case {case_id}" in page.status(), f"{who}: status after labeling: {page.status()!r}")
-            if i == 2:
+            if i == k - 1:
                 page.shot("reviewer-revealed")
                 check("resolved" in page.visible("[data-role=suggestion]")[0].text, "the last label did not show the resolution")
             # After the reveal the page claims the next case: here, none is left.
             page.until(f"{who}: the next claim", lambda: "No case is waiting" in (page.status() or ""))
         case = server.api(f"/v1/reviews/{case_id}")
         check(case["status"] == "resolved" and case["consensus"] == predicted,
-              f"after three labels by key the case is {case['status']} / {case.get('consensus')}")
+              f"after {k} labels by key the case is {case['status']} / {case.get('consensus')}")
 
         # A feature case shows a table of the model's named features.
         feat = lidc_features(server)
