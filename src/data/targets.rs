@@ -122,58 +122,8 @@ fn loo_average(counts: &[u32], score: impl Fn(&[u32], usize) -> f64) -> Option<f
     Some(total / f64::from(n))
 }
 
-/// Most reviewers for which [`panel_error`] is computed exactly.
+/// Most reviewers for which [`queue_panel`] is computed exactly.
 pub const MAX_PANEL: u32 = 9;
-
-/// The error of a k-reviewer panel's majority on one case, computed exactly from
-/// the case's label distribution: k reviewers drawn independently from the
-/// readers' empirical distribution `n/N`, their plurality taken with ties broken
-/// uniformly at random, scored against the reference label.
-///
-/// Without a reference, the reference is the readers' majority with the scored
-/// reader left out: for each reader j (weight 1/N), reader j is the panel's first
-/// member, the other k − 1 are drawn from the distribution of the remaining
-/// readers, and the panel is scored against those readers' majority (ties
-/// fractional). For k = 1 this is exactly [`human_error_target`]; for k ≥ 2
-/// the extra members come from the same readers as the reference, so it is
-/// optimistic when readers are few — the `system` policy therefore caps k at 1
-/// without a reference.
-///
-/// `None` when the case has no labels (or fewer than 2 without a reference) or
-/// `k` is 0 or above [`MAX_PANEL`].
-pub fn panel_error(counts: &[u32], reference: Option<usize>, k: u32) -> Option<f64> {
-    if k == 0 || k > MAX_PANEL {
-        return None;
-    }
-    let n: u32 = counts.iter().sum();
-    match reference {
-        Some(r) => {
-            if n == 0 || r >= counts.len() {
-                return None;
-            }
-            let p: Vec<f64> = counts
-                .iter()
-                .map(|&c| f64::from(c) / f64::from(n))
-                .collect();
-            Some(panel_miss(&p, k, &[], &|winner| {
-                f64::from(u8::from(winner != r))
-            }))
-        }
-        None => loo_average(counts, |others, own| {
-            let m: u32 = others.iter().sum();
-            let p: Vec<f64> = others
-                .iter()
-                .map(|&c| f64::from(c) / f64::from(m))
-                .collect();
-            let mut first = vec![0u32; counts.len()];
-            first[own] = 1;
-            // The panel's winner vs the others' majority (fractional over ties).
-            panel_miss(&p, k - 1, &first, &|winner| {
-                1.0 - majority_share(others, winner)
-            })
-        }),
-    }
-}
 
 /// Error and expected number of labels of a case routed to `k` reviewers in the
 /// review queue, computed exactly from the case's label distribution: reviewers
@@ -181,9 +131,16 @@ pub fn panel_error(counts: &[u32], reference: Option<usize>, k: u32) -> Option<f
 /// `k` labels a strict majority (more than half) resolves the case, else one more
 /// label is asked, up to `max_labels`; still without one, it goes to adjudication,
 /// modelled as a uniform pick among the tied leaders. Scored against the
-/// reference; without one, reader j is the first reviewer and the others are
-/// drawn from — and scored against the majority of — the other readers (as in
-/// [`panel_error`]; exact for k = 1). `None` as [`panel_error`].
+/// reference label. Without one, the reference is the readers' majority with the
+/// scored reader left out: for each reader j (weight 1/N), reader j is the first
+/// reviewer, the others are drawn from the remaining readers, and the panel is
+/// scored against those readers' majority (ties fractional). For k = 1 this is
+/// exactly [`human_error_target`]; for k ≥ 2 the extra reviewers come from the
+/// same readers as the reference, so it is optimistic when readers are few — the
+/// `system` policy therefore caps k at 1 without a reference.
+///
+/// `None` when the case has no labels (or fewer than 2 without a reference) or
+/// `k` is 0 or above [`MAX_PANEL`].
 pub fn queue_panel(
     counts: &[u32],
     reference: Option<usize>,
@@ -292,57 +249,6 @@ pub fn queue_panel_binary(h: f64, k: u32, max_labels: u32) -> (f64, f64) {
     })
 }
 
-/// `E[miss(winner)]` where the panel's votes are `fixed` plus `draws`
-/// independent draws from `p`, and the winner is their plurality with ties broken
-/// uniformly at random; `miss(c)` is the error when class `c` wins.
-fn panel_miss(p: &[f64], draws: u32, fixed: &[u32], miss: &dyn Fn(usize) -> f64) -> f64 {
-    let support: Vec<usize> = (0..p.len()).filter(|&c| p[c] > 0.0).collect();
-    let mut votes = if fixed.is_empty() {
-        vec![0u32; p.len()]
-    } else {
-        fixed.to_vec()
-    };
-    let mut total = 0.0;
-    enumerate_draws(p, &support, draws, 1.0, &mut votes, &mut |v, prob| {
-        let top = v.iter().copied().max().unwrap_or(0);
-        let tied: Vec<usize> = (0..v.len()).filter(|&c| v[c] == top).collect();
-        let m: f64 = tied.iter().map(|&c| miss(c)).sum();
-        total += prob * m / tied.len() as f64;
-    });
-    total
-}
-
-/// Visits every way `left` independent draws from `p` fall on `support`, as the
-/// vote counts added to `votes`, with its multinomial probability.
-fn enumerate_draws(
-    p: &[f64],
-    support: &[usize],
-    left: u32,
-    prob: f64,
-    votes: &mut [u32],
-    visit: &mut dyn FnMut(&[u32], f64),
-) {
-    match support {
-        _ if left == 0 => visit(votes, prob),
-        [] => {}
-        [c] => {
-            votes[*c] += left;
-            visit(votes, prob * p[*c].powi(left as i32));
-            votes[*c] -= left;
-        }
-        [c, rest @ ..] => {
-            let mut choose = 1.0; // C(left, j)
-            for j in 0..=left {
-                votes[*c] += j;
-                let pr = prob * choose * p[*c].powi(j as i32);
-                enumerate_draws(p, rest, left - j, pr, votes, visit);
-                votes[*c] -= j;
-                choose = choose * f64::from(left - j) / f64::from(j + 1);
-            }
-        }
-    }
-}
-
 /// The annotators' empirical label distribution `n / N` (the soft label).
 pub fn soft_label(counts: &[u32]) -> Option<Vec<f32>> {
     let n: u32 = counts.iter().sum();
@@ -430,27 +336,17 @@ mod tests {
     }
 
     #[test]
-    fn panel_error_is_exact() {
-        // One reviewer: H = 1 − n_ref/N.
-        let e1 = panel_error(&[9, 1], Some(0), 1).unwrap();
-        assert!((e1 - 0.1).abs() < 1e-12);
-        // Three reviewers, binary: P(≥ 2 of 3 wrong) = 3q²(1−q) + q³ at q = 0.1.
-        let e3 = panel_error(&[9, 1], Some(0), 3).unwrap();
+    fn queue_panel_is_exact() {
+        // Three reviewers on a two-way question always hold a strict majority:
+        // P(≥ 2 of 3 wrong) = 3q²(1−q) + q³ at q = 0.1, three labels.
+        let (e3, l3) = queue_panel(&[9, 1], Some(0), 3, 5).unwrap();
         assert!((e3 - (3.0 * 0.01 * 0.9 + 0.001)).abs() < 1e-12);
-        // Two reviewers, binary, uniform tie-break: q² + 2q(1−q)/2 = q.
-        let e2 = panel_error(&[9, 1], Some(0), 2).unwrap();
-        assert!((e2 - 0.1).abs() < 1e-12);
-        // Three classes, a 1–1–1 split among three reviewers is a three-way tie.
-        let e = panel_error(&[1, 1, 1], Some(0), 3).unwrap();
-        // P(all distinct) = 6/27 -> error 2/3; otherwise the plurality is the
-        // repeated class, the reference with probability 1/3.
-        let want = 6.0 / 27.0 * (2.0 / 3.0) + 21.0 / 27.0 * (2.0 / 3.0);
-        assert!((e - want).abs() < 1e-12, "{e} vs {want}");
+        assert!((l3 - 3.0).abs() < 1e-12);
         // Without a reference, k = 1 is the leave-one-out human error.
-        let loo = panel_error(&[2, 1], None, 1).unwrap();
+        let (loo, _) = queue_panel(&[2, 1], None, 1, 5).unwrap();
         assert!((loo - human_error_target(&[2, 1], None).unwrap()).abs() < 1e-12);
-        assert_eq!(panel_error(&[2, 1], Some(0), 0), None);
-        assert_eq!(panel_error(&[2, 1], Some(0), MAX_PANEL + 1), None);
+        assert_eq!(queue_panel(&[2, 1], Some(0), 0, 5), None);
+        assert_eq!(queue_panel(&[2, 1], Some(0), MAX_PANEL + 1, 5), None);
     }
 
     #[test]

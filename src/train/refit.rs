@@ -263,7 +263,15 @@ pub(crate) fn fit_logistic(
         }
     }
     let sd: Vec<f64> = sd.iter().map(|v| v.sqrt().max(1e-6)).collect();
-    let z = |i: usize, j: usize| (f64::from(x[i * width + j]) - mean[j]) / sd[j];
+    // The standardised rows, computed once rather than in every step.
+    let z: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|&(i, _)| {
+            (0..width)
+                .map(|j| (f64::from(x[i * width + j]) - mean[j]) / sd[j])
+                .collect()
+        })
+        .collect();
     let base = rows.iter().map(|r| r.1).sum::<f64>() / n;
     let base = base.clamp(1e-4, 1.0 - 1e-4);
     let mut w = vec![0.0f64; width];
@@ -275,13 +283,13 @@ pub(crate) fn fit_logistic(
     for step in 1..=STEPS {
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut gb = 0.0;
-        for &(i, t) in &rows {
-            let logit = b + (0..width).map(|j| w[j] * z(i, j)).sum::<f64>();
+        for (&(_, t), zi) in rows.iter().zip(&z) {
+            let logit = b + (0..width).map(|j| w[j] * zi[j]).sum::<f64>();
             let p = 1.0 / (1.0 + (-logit).exp());
             let r = (p - t) / n;
             gb += r;
-            for (j, g) in grad.iter_mut().enumerate() {
-                *g += r * z(i, j);
+            for (g, v) in grad.iter_mut().zip(zi) {
+                *g += r * v;
             }
         }
         for (j, g) in grad.iter_mut().enumerate() {
