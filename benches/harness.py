@@ -64,6 +64,9 @@ GOALS = {
     "policy_overhead_ratio": (">=", 0.95),
     "enqueue_per_s": (">=", 5000.0),
     "scale_out_ratio": ("report", None),
+    # The same open loop against the parse-only route: what the load tool, the
+    # kernel and the HTTP stack alone cost in tail latency at that rate.
+    "p99_floor_ms": ("report", None),
 }
 
 
@@ -348,6 +351,9 @@ def repetition(b, onnx_path, bodies, rep):
     r["open_loop"]["rate"] = rate
     log(f"rep {rep} open loop at {rate:.0f}/s: p99 {r['open_loop']['p99_ms']:.2f} ms, "
         f"{r['open_loop']['rps']:.0f} ok/s, errors {r['open_loop']['errors']}")
+    r["open_loop_floor"] = b.load(base + "/bench/parse", bodies["one"], rate=rate, conns=max(CONNS, 64))
+    r["open_loop_floor"]["rate"] = rate
+    log(f"rep {rep} open loop floor (parse-only) at {rate:.0f}/s: p99 {r['open_loop_floor']['p99_ms']:.2f} ms")
     b.stop(proc)
 
     # 4: the same server with batches of one.
@@ -399,6 +405,7 @@ def repetition(b, onnx_path, bodies, rep):
         "policy_overhead_ratio": r["triage"]["rps"] / r["predict"]["rps"],
         "enqueue_per_s": r["enqueue"]["rps"],
         "scale_out_ratio": r["pg_two"]["rps"] / r["pg_one"]["rps"] if "pg_two" in r else None,
+        "p99_floor_ms": r["open_loop_floor"]["p99_ms"],
     }
     return figures, r
 
@@ -460,6 +467,7 @@ LABELS = {
     "policy_overhead_ratio": "triage with shipped policy ÷ predict-only",
     "enqueue_per_s": "routed cases durably enqueued /s (SQLite)",
     "scale_out_ratio": "2 daemons ÷ 1 on one PostgreSQL (cases/s)",
+    "p99_floor_ms": "p99 ms, parse-only route, same open loop (the floor)",
 }
 POINTS = {
     "ceiling": "POST /bench/parse (parse + render, no model)",
@@ -467,6 +475,7 @@ POINTS = {
     "predict": "POST /bench/predict (model, no policy)",
     "peer": "peer POST /v1/triage (2 uvicorn workers)",
     "open_loop": "open loop /v1/triage (ok/s)",
+    "open_loop_floor": "open loop /bench/parse (ok/s)",
     "cnn_batched": "CNN, 1 JPEG per request, batching",
     "cnn_batch1": "CNN, max_batch_size = 1",
     "enqueue": "/v1/triage, default config, SQLite",

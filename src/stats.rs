@@ -175,6 +175,9 @@ fn bisect(pred: impl Fn(f64) -> bool) -> f64 {
 /// case; a tie is broken by a coin).
 pub fn majority_vote_error(k: u32, h: f64) -> f64 {
     let h = h.clamp(0.0, 1.0);
+    if k <= DIRECT_PANEL_MAX {
+        return majority_vote_error_direct(k, h);
+    }
     let k64 = u64::from(k);
     let half = k64 / 2;
     if k % 2 == 1 {
@@ -185,9 +188,58 @@ pub fn majority_vote_error(k: u32, h: f64) -> f64 {
     }
 }
 
+/// Largest panel whose majority-vote error is summed term by term. Policies
+/// evaluate it for every case they decide (k ≤ `k_max`, single digits), where
+/// the log-gamma route cost more than the rest of the decision.
+const DIRECT_PANEL_MAX: u32 = 32;
+
+/// [`majority_vote_error`] for small `k`: the binomial terms built by products
+/// (C(k, i) is exact in `f64` up to k = 32), no logarithms.
+fn majority_vote_error_direct(k: u32, h: f64) -> f64 {
+    let (ki, q) = (k as i32, 1.0 - h);
+    let mut choose = 1.0f64; // C(k, i)
+    let mut error = 0.0;
+    for i in 0..=ki {
+        if i > 0 {
+            choose = choose * f64::from(ki - i + 1) / f64::from(i);
+        }
+        let term = choose * h.powi(i) * q.powi(ki - i);
+        if 2 * i > ki {
+            error += term;
+        } else if 2 * i == ki {
+            error += 0.5 * term;
+        }
+    }
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_panels_summed_directly_agree_with_the_binomial_route() {
+        for k in 1..=DIRECT_PANEL_MAX {
+            for &h in &[0.0, 1e-6, 0.03, 0.2, 0.5, 0.77, 1.0] {
+                let k64 = u64::from(k);
+                let half = k64 / 2;
+                let reference = if k % 2 == 1 {
+                    binomial_sf(half + 1, k64, h)
+                } else {
+                    let tie =
+                        binomial_cdf(half, k64, h) - binomial_cdf(half.saturating_sub(1), k64, h);
+                    binomial_sf(half + 1, k64, h) + 0.5 * tie
+                };
+                let direct = majority_vote_error(k, h);
+                assert!(
+                    (direct - reference).abs() < 1e-12,
+                    "k {k}, h {h}: {direct} vs {reference}"
+                );
+            }
+        }
+        assert_eq!(majority_vote_error(1, 0.2), 0.2);
+        assert!((majority_vote_error(3, 0.2) - (3.0 * 0.04 * 0.8 + 0.008)).abs() < 1e-15);
+    }
 
     #[test]
     fn incomplete_beta_agrees_with_the_exact_sum() {

@@ -258,7 +258,10 @@ fn routed_case(
         InputSchema::Image { .. } => Vec::new(),
     };
     NewCase {
-        id: uuid::Uuid::new_v4().to_string(),
+        // Time-ordered (v7: 48 bits of milliseconds, then 74 random bits), so
+        // new cases append to the primary-key index instead of dirtying a
+        // random page of it per case: fewer pages per group commit.
+        id: uuid::Uuid::now_v7().to_string(),
         model: model.name().to_string(),
         model_version: model.version().to_string(),
         policy_version: model.policy.info().version.clone(),

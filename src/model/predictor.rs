@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use super::bundle::{self, Head, InputSchema, Manifest, WEIGHTS_FILE};
 use super::calibration::Calibrators;
 use super::cnn::{ConvNet, ImageShape};
-use super::net::{MemberOutputs, TriageNet};
+use super::net::{MemberOutputs, StackedMlp, TriageNet};
 
 /// The network behind a predictor: an MLP over feature vectors or a CNN over images.
 pub enum Network {
@@ -235,6 +235,9 @@ pub fn calibrate(raw: Prediction, c: &Calibrators) -> Prediction {
 pub struct Predictor {
     manifest: Manifest,
     net: Network,
+    /// The MLP's stacked inference form, for weights loaded from a bundle (never
+    /// for a network still being trained).
+    stacked: Option<StackedMlp>,
     device: Device,
     dir: PathBuf,
 }
@@ -248,15 +251,23 @@ impl Predictor {
             .with_context(|| format!("reading {}", weights_path.display()))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
             .with_context(|| format!("{}: not a safetensors file", weights_path.display()))?;
-        let net = Network::new(&manifest, vb).with_context(|| {
+        let mut net = Network::new(&manifest, vb).with_context(|| {
             format!(
                 "{}: weights do not match the architecture in model.json",
                 weights_path.display()
             )
         })?;
+        let stacked = match &mut net {
+            Network::Mlp(n) => Some(n.stacked()?),
+            Network::Cnn(n) => {
+                n.freeze()?;
+                None
+            }
+        };
         Ok(Predictor {
             manifest,
             net,
+            stacked,
             device: device.clone(),
             dir: dir.to_path_buf(),
         })
@@ -267,6 +278,7 @@ impl Predictor {
         Predictor {
             manifest,
             net,
+            stacked: None,
             device,
             dir,
         }
@@ -349,6 +361,9 @@ impl Predictor {
             });
         }
         let x = self.preprocessed(rows)?;
+        if let Some(stacked) = &self.stacked {
+            return stacked_raw_outputs(stacked, &x);
+        }
         let outputs = self.net.forward(&x)?;
         let m = outputs.len() as f32;
         let mut disagreement = vec![0.0f32; b];
@@ -385,5 +400,131 @@ impl Predictor {
 
     fn has_head(&self, head: Head) -> bool {
         self.manifest.heads.contains(&head)
+    }
+}
+
+/// The logistic function, as candle's `sigmoid` computes it.
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// [`Predictor::raw_outputs`] through the stacked MLP: the same numbers, summed
+/// over the members in the same order.
+fn stacked_raw_outputs(net: &StackedMlp, x: &Tensor) -> anyhow::Result<RawOutputs> {
+    let out = net.forward(x)?;
+    let (k, b) = (net.num_classes(), out.cases);
+    let m = out.members as f32;
+    let mut disagreement = vec![0.0f32; b];
+    let mut human_error = net.has_human_error().then(|| vec![0.0f32; b]);
+    let mut member_logits = Vec::with_capacity(out.members);
+    for member in 0..out.members {
+        let mut logits = Vec::with_capacity(b * k);
+        for i in 0..b {
+            let row = out.row(member, i);
+            logits.extend_from_slice(&row[..k]);
+            disagreement[i] += sigmoid(row[k]) / m;
+            if let Some(h) = human_error.as_mut() {
+                h[i] += sigmoid(row[k + 1]) / m;
+            }
+        }
+        member_logits.push(logits);
+    }
+    Ok(RawOutputs {
+        member_logits,
+        disagreement,
+        human_error,
+        num_classes: k,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::bundle::Architecture;
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5, "{what}: {x} vs {y}");
+        }
+    }
+
+    fn same_outputs(fast: &RawOutputs, slow: &RawOutputs) {
+        assert_eq!(fast.member_logits.len(), slow.member_logits.len());
+        for (f, s) in fast.member_logits.iter().zip(&slow.member_logits) {
+            assert_close(f, s, "class logits");
+        }
+        assert_close(&fast.disagreement, &slow.disagreement, "disagreement");
+        match (&fast.human_error, &slow.human_error) {
+            (Some(f), Some(s)) => assert_close(f, s, "human error"),
+            (None, None) => {}
+            _ => panic!("the human-error head is present in one form only"),
+        }
+    }
+
+    #[test]
+    fn the_shipped_mlp_answers_the_same_stacked_and_member_by_member() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lidc-malignancy/1");
+        let mut p = Predictor::load(&dir, &Device::Cpu).unwrap();
+        assert!(
+            p.stacked.is_some(),
+            "a loaded MLP bundle serves the stacked form"
+        );
+        let base = [2193.25f32, 22.61, 5.5, 234.6, 110.2, 3.0, 0.65, 1.0];
+        let rows: Vec<f32> = (0..7)
+            .flat_map(|i| base.iter().map(move |v| v * (0.5 + 0.25 * i as f32)))
+            .collect();
+        let fast = p.raw_outputs(&rows).unwrap();
+        p.stacked = None;
+        let slow = p.raw_outputs(&rows).unwrap();
+        same_outputs(&fast, &slow);
+    }
+
+    #[test]
+    fn a_stacked_mlp_with_a_human_error_head_matches_its_members() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let arch = Architecture {
+            kind: "mlp".into(),
+            stages: None,
+            hidden: vec![16, 8],
+            dropout: 0.0,
+            ensemble: 3,
+        };
+        let heads = [Head::Class, Head::Disagreement, Head::HumanError];
+        let net = TriageNet::new(&arch, 4, 3, &heads, vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (5, 4), &Device::Cpu).unwrap();
+        let stacked = stacked_raw_outputs(&net.stacked().unwrap(), &x).unwrap();
+        let members = net.forward(&x, None).unwrap();
+        let m = members.len() as f32;
+        let mut disagreement = vec![0.0f32; 5];
+        let mut human_error = vec![0.0f32; 5];
+        for (i, out) in members.iter().enumerate() {
+            let logits = out
+                .class_logits
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_close(&stacked.member_logits[i], &logits, "class logits");
+            let d = candle_nn::ops::sigmoid(&out.disagreement_logit).unwrap();
+            let h = candle_nn::ops::sigmoid(out.human_error_logit.as_ref().unwrap()).unwrap();
+            for (j, (d, h)) in d
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .zip(h.to_vec1::<f32>().unwrap())
+                .enumerate()
+            {
+                disagreement[j] += d / m;
+                human_error[j] += h / m;
+            }
+        }
+        assert_close(&stacked.disagreement, &disagreement, "disagreement");
+        assert_close(
+            stacked.human_error.as_ref().unwrap(),
+            &human_error,
+            "human error",
+        );
     }
 }

@@ -388,11 +388,17 @@ async fn writer(
         let Some(deadline) = jobs.iter().map(|j| j.deadline).min() else {
             continue;
         };
+        let started = Instant::now();
         let result = tokio::time::timeout_at(
             deadline.into(),
             commit_group(&pool, backend, &options, &jobs),
         )
         .await;
+        tracing::debug!(
+            jobs = jobs.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
         match result {
             Ok(Ok(outcomes)) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -451,6 +457,8 @@ async fn commit_group(
     let mut tx = WriteTx::begin(pool, backend).await?;
     let now = clock_now(&options.clock, backend, &mut tx).await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
+    // Every new case of the group, inserted together after the keys are settled.
+    let mut new_cases: Vec<(&NewCase, Option<&str>)> = Vec::new();
     for job in jobs {
         if let Some(key) = &job.key {
             let inserted = sqlx::query(
@@ -476,9 +484,16 @@ async fn commit_group(
             }
         }
         let request_id = job.key.as_ref().map(|k| k.request_id.as_str());
-        for c in &job.cases {
-            insert_case(&mut tx, c, request_id, now).await?;
-            fhir_outbox::note_change(&mut tx, options, &c.id, &c.model, now).await?;
+        new_cases.extend(job.cases.iter().map(|c| (c, request_id)));
+        outcomes.push(Ok(Recorded::New));
+    }
+    for chunk in new_cases.chunks(CASES_PER_INSERT) {
+        insert_cases(&mut tx, chunk, now).await?;
+    }
+    let announce = outbox::subscribed(&options.webhook_targets, "case.created");
+    for (c, _) in &new_cases {
+        fhir_outbox::note_change(&mut tx, options, &c.id, &c.model, now).await?;
+        if announce {
             let payload =
                 serde_json::json!({"event": "case.created", "case": case_event_payload(c)})
                     .to_string();
@@ -491,7 +506,6 @@ async fn commit_group(
             )
             .await?;
         }
-        outcomes.push(Ok(Recorded::New));
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -504,42 +518,65 @@ fn case_event_payload(c: &NewCase) -> serde_json::Value {
     })
 }
 
-async fn insert_case(
+/// Columns of one `cases` row as the writer inserts it.
+const CASE_INSERT_COLUMNS: &str = "id, model, model_version, policy_version, request_id, instance_index, input, \
+     feature_names, class_names, model_class, probabilities, uncertainty, reason, reason_code, audit, \
+     policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at, max_labels, patient";
+
+/// Bound values per inserted case (`status` is a literal).
+const CASE_INSERT_PARAMS: usize = 22;
+
+/// Cases per multi-row `INSERT`: one statement (one round trip to the database
+/// thread) per this many routed cases, well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 bound values per statement.
+const CASES_PER_INSERT: usize = 128;
+
+/// Inserts `cases` (each with its request's id) as one multi-row statement.
+async fn insert_cases(
     conn: &mut AnyConnection,
-    c: &NewCase,
-    request_id: Option<&str>,
+    cases: &[(&NewCase, Option<&str>)],
     now: i64,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO cases (id, model, model_version, policy_version, request_id, instance_index, input, \
-         feature_names, class_names, model_class, probabilities, uncertainty, reason, reason_code, audit, \
-         policy_route, reviewers_needed, escalate_on_disagreement, priority, status, created_at, max_labels, patient) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 'pending', $20, $21, $22)",
-    )
-    .bind(&c.id)
-    .bind(&c.model)
-    .bind(&c.model_version)
-    .bind(&c.policy_version)
-    .bind(request_id)
-    .bind(c.instance_index as i64)
-    .bind(to_json(&c.input))
-    .bind(to_json(&c.feature_names))
-    .bind(to_json(&c.class_names))
-    .bind(c.model_class as i64)
-    .bind(to_json(&c.probabilities))
-    .bind(c.uncertainty.to_string())
-    .bind(&c.reason)
-    .bind(&c.reason_code)
-    .bind(i64::from(c.audit))
-    .bind(c.policy_route.as_deref())
-    .bind(i64::from(c.reviewers_needed))
-    .bind(i64::from(c.escalate_on_disagreement))
-    .bind(c.priority)
-    .bind(now)
-    .bind(i64::from(c.max_labels.max(c.reviewers_needed)))
-    .bind(c.patient.as_deref())
-    .execute(conn)
-    .await?;
+    if cases.is_empty() {
+        return Ok(());
+    }
+    let mut sql = format!("INSERT INTO cases ({CASE_INSERT_COLUMNS}) VALUES ");
+    for i in 0..cases.len() {
+        let p = |j: usize| format!("${}", i * CASE_INSERT_PARAMS + j);
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&(1..=19).map(p).collect::<Vec<_>>().join(", "));
+        sql.push_str(&format!(", 'pending', {}, {}, {})", p(20), p(21), p(22)));
+    }
+    let mut query = sqlx::query(&sql);
+    for &(c, request_id) in cases {
+        query = query
+            .bind(c.id.as_str())
+            .bind(c.model.as_str())
+            .bind(c.model_version.as_str())
+            .bind(c.policy_version.as_str())
+            .bind(request_id)
+            .bind(c.instance_index as i64)
+            .bind(to_json(&c.input))
+            .bind(to_json(&c.feature_names))
+            .bind(to_json(&c.class_names))
+            .bind(c.model_class as i64)
+            .bind(to_json(&c.probabilities))
+            .bind(c.uncertainty.to_string())
+            .bind(c.reason.as_str())
+            .bind(c.reason_code.as_str())
+            .bind(i64::from(c.audit))
+            .bind(c.policy_route.as_deref())
+            .bind(i64::from(c.reviewers_needed))
+            .bind(i64::from(c.escalate_on_disagreement))
+            .bind(c.priority)
+            .bind(now)
+            .bind(i64::from(c.max_labels.max(c.reviewers_needed)))
+            .bind(c.patient.as_deref());
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 

@@ -17,6 +17,11 @@ pub struct OutboxEvent {
 }
 
 /// Queues `event` for every target subscribed to it, inside the caller's transaction.
+/// Whether any target subscribes to `event` (so its payload is worth building).
+pub(crate) fn subscribed(targets: &[Subscription], event: &str) -> bool {
+    targets.iter().any(|t| t.events.iter().any(|e| e == event))
+}
+
 pub(crate) async fn enqueue_event(
     conn: &mut AnyConnection,
     targets: &[Subscription],
