@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::device::DeviceChoice;
 pub use crate::policy::{TriageMode, TriageSettings};
+use crate::secret::{Secret, SecretUrl};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -42,9 +43,12 @@ pub struct ConsoleSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    pub url: String,
+    /// May carry the database password: printed only redacted.
+    pub url: SecretUrl,
     pub lease_seconds: u64,
     pub max_lease_failures: u32,
+    /// Live leases one reviewer may hold at once.
+    pub max_leases_per_reviewer: u32,
     pub rescue_interval_seconds: u64,
     /// How long a write may wait for the database before it fails with 503.
     pub write_timeout_ms: u64,
@@ -66,8 +70,10 @@ pub struct WebhookSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookTarget {
-    pub url: String,
-    pub secret: String,
+    /// May carry credentials (`user:pass@`, `?token=`): printed only redacted.
+    pub url: SecretUrl,
+    /// The HMAC key: printed as `***`.
+    pub secret: Secret,
     #[serde(default = "all_events")]
     pub events: Vec<String>,
 }
@@ -82,7 +88,8 @@ fn all_events() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct FhirSettings {
     /// The FHIR server's base, e.g. `http://fhir-proxy.local/R4`; empty = off.
-    pub base_url: String,
+    /// Printed only redacted.
+    pub base_url: SecretUrl,
     /// Name of the environment variable holding the bearer token (empty = no
     /// `Authorization`). The token itself is never part of the settings, so it
     /// cannot reach the start-up log.
@@ -121,7 +128,7 @@ pub struct FhirPriorityCutoffs {
 
 impl FhirSettings {
     pub fn enabled(&self) -> bool {
-        !self.base_url.trim().is_empty()
+        !self.base_url.expose().trim().is_empty()
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -131,9 +138,9 @@ impl FhirSettings {
         // Outgoing connections are plain HTTP (the build links no TLS library),
         // as for webhooks: an https server sits behind a TLS-terminating proxy.
         anyhow::ensure!(
-            self.base_url.starts_with("http://"),
+            self.base_url.expose().starts_with("http://"),
             "fhir.base_url must start with http:// (this build has no TLS: put a TLS-terminating proxy in front of an https FHIR server), got '{}'",
-            crate::store::redact_url(&self.base_url)
+            self.base_url
         );
         anyhow::ensure!(
             !self.identifier_system.is_empty() && !self.identifier_system.contains('|'),
@@ -300,6 +307,10 @@ impl Settings {
             "batch.request_timeout_ms must be positive"
         );
         anyhow::ensure!(
+            self.store.max_leases_per_reviewer >= 1 && self.store.max_lease_failures >= 1,
+            "store.max_leases_per_reviewer and store.max_lease_failures must be at least 1"
+        );
+        anyhow::ensure!(
             self.server.max_instances > 0,
             "server.max_instances must be positive"
         );
@@ -330,17 +341,10 @@ impl Settings {
     /// The effective settings as JSON for the start-up log line: webhook secrets,
     /// token hashes and the database password are replaced.
     pub fn redacted(&self) -> serde_json::Value {
+        // URLs and secrets are types that serialise redacted (crate::secret);
+        // the FHIR bearer token is never in the settings (only its variable's
+        // name). Token hashes are not secrets, but no reader needs them.
         let mut v = serde_json::to_value(self).unwrap_or_default();
-        v["store"]["url"] = serde_json::Value::String(crate::store::redact_url(&self.store.url));
-        // The bearer token is never in the settings (only its variable's name);
-        // a password in the base URL is hidden like the database's.
-        v["fhir"]["base_url"] =
-            serde_json::Value::String(crate::store::redact_url(&self.fhir.base_url));
-        if let Some(targets) = v["webhooks"]["targets"].as_array_mut() {
-            for t in targets {
-                t["secret"] = "***".into();
-            }
-        }
         if let Some(tokens) = v["auth"]["tokens"].as_array_mut() {
             for t in tokens {
                 t["sha256"] = "***".into();

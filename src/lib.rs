@@ -17,11 +17,14 @@
 //!   [`metrics`]: every Prometheus metric.
 //! - [`triage`]: the triage core shared by `/v1` and `/v2` — replay, predict,
 //!   decide, commit — knowing no HTTP.
+//! - [`outgoing`]: what every outgoing HTTP call shares (no redirects, bounded
+//!   answers, errors without URLs).
 //! - [`store`]: the durable review queue (SQLite or PostgreSQL); [`auth`]:
 //!   bearer tokens and roles; [`webhooks`]: signed event delivery;
 //!   [`fhir`]: routed cases as FHIR R4 Tasks on the hospital's FHIR server.
 //! - [`cli`]: the command line; `main.rs` only parses and dispatches.
-//! - [`telemetry`]: tracing setup.
+//! - [`telemetry`]: tracing setup; [`secret`]: secrets and credentialed URLs that
+//!   print only redacted.
 
 pub mod api;
 pub mod audit_monitor;
@@ -34,8 +37,10 @@ pub mod eval;
 pub mod fhir;
 pub mod metrics;
 pub mod model;
+pub mod outgoing;
 pub mod policy;
 pub mod registry;
+pub mod secret;
 pub mod startup;
 pub mod stats;
 pub mod store;

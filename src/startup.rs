@@ -45,10 +45,11 @@ impl Application {
         let auth = Auth::new(&settings.auth.tokens, settings.server.bind)?;
         let store = Arc::new(
             Store::connect(
-                &settings.store.url,
+                settings.store.url.expose(),
                 StoreOptions {
                     lease: Duration::from_secs(settings.store.lease_seconds),
                     max_lease_failures: settings.store.max_lease_failures,
+                    max_leases_per_reviewer: settings.store.max_leases_per_reviewer,
                     webhook_targets: settings
                         .webhooks
                         .targets
@@ -64,12 +65,7 @@ impl Application {
                 },
             )
             .await
-            .with_context(|| {
-                format!(
-                    "opening the review queue at {}",
-                    crate::store::redact_url(&settings.store.url)
-                )
-            })?,
+            .with_context(|| format!("opening the review queue at {}", settings.store.url))?,
         );
         let device = device::select(settings.batch.device)?;
         let registry = Arc::new(Registry::new(
@@ -143,6 +139,8 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(api::guards::bounded_body))
+                .wrap(from_fn(api::guards::same_origin_json))
                 .wrap(from_fn(api::ensure_problem_json))
                 .wrap(from_fn(api::record_metrics))
                 .configure(|cfg| api::configure(cfg, max_body, bench_routes))

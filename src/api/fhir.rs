@@ -47,13 +47,17 @@ pub async fn outbox(state: web::Data<AppState>, _caller: Admin) -> Result<HttpRe
 }
 
 /// Try every parked case again (admin), after fixing what the FHIR server refused.
-#[utoipa::path(post, path = "/v1/fhir/outbox/retry", tag = "fhir",
+#[utoipa::path(post, path = "/v1/fhir/outbox/retry", tag = "fhir", request_body = super::empty_body::EmptyBody,
     responses((status = 200, body = FhirRetried),
               (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
               (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/fhir/outbox/retry")]
-pub async fn retry(state: web::Data<AppState>, caller: Admin) -> Result<HttpResponse, ApiError> {
+pub async fn retry(
+    state: web::Data<AppState>,
+    caller: Admin,
+    _body: super::empty_body::EmptyBody,
+) -> Result<HttpResponse, ApiError> {
     let retried = state.store.fhir_retry_parked().await?;
     state
         .store

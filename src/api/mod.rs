@@ -3,19 +3,24 @@
 //! (admin), operations (metrics, OpenAPI) — plus the middleware every route
 //! shares: request metrics, and a guarantee that every error leaves as
 //! `application/problem+json`, and a 405 with `Allow` for a known path asked
-//! with a method it does not serve. The reviewer console (`/console/`) is a page
+//! with a method it does not serve; [`guards`] refuses cross-site and non-JSON
+//! state-changing requests and bodies that outlive the request deadline. The reviewer console (`/console/`) is a page
 //! over this same public API.
 
 pub mod bench;
+pub mod blind;
 pub mod caller;
 pub mod console;
+pub mod empty_body;
 pub mod fhir;
+pub mod guards;
 pub mod image_input;
 pub mod models;
 pub mod oip;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod requeue;
 pub mod reviews;
 pub mod triage;
 
@@ -83,6 +88,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize, bench_routes: bo
     .service(reviews::adjudicate)
     .service(reviews::renew)
     .service(reviews::release)
+    .service(requeue::requeue_many)
+    .service(requeue::requeue_one)
     .service(fhir::outbox)
     .service(fhir::retry)
     .service(oip::live)
@@ -288,8 +295,28 @@ pub mod integral {
     }
 }
 
+/// The `method` label of the HTTP metrics: one of the standard methods, else
+/// `other`. Every label value comes from a closed set: a client that invents
+/// method names (or sends 4 KB ones) must not grow the registry.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        M::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Records `triaged_http_requests_total` and the request duration by route
-/// pattern (never the raw path, which would explode the label set).
+/// pattern (never the raw path, which would explode the label set; an
+/// unmatched request is `unmatched`) and by a closed set of methods.
 pub async fn record_metrics(
     req: ServiceRequest,
     next: actix_web::middleware::Next<impl MessageBody + 'static>,
@@ -301,12 +328,12 @@ pub async fn record_metrics(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.call(req).await?.map_into_boxed_body();
     if let Some(m) = metrics {
         let status = res.status().as_u16().to_string();
         m.http_requests
-            .with_label_values(&[&route, &method, &status])
+            .with_label_values(&[&route, method, &status])
             .inc();
         m.http_request_duration
             .with_label_values(&[&route])

@@ -108,6 +108,7 @@ pub async fn get_model(
 #[utoipa::path(
     post, path = "/v1/admin/models/{model}/reload", tag = "admin",
     params(("model" = String, Path, description = "Model name")),
+    request_body = super::empty_body::EmptyBody,
     responses(
         (status = 200, body = ReloadOutcome),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
@@ -121,6 +122,7 @@ pub async fn reload_model(
     state: web::Data<AppState>,
     _caller: Admin,
     model: web::Path<String>,
+    _body: super::empty_body::EmptyBody,
 ) -> Result<HttpResponse, ApiError> {
     let registry = state.registry.clone();
     let name = model.into_inner();

@@ -7,7 +7,7 @@ use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
-use super::{console, fhir, models, oip, ops, problem, reviews, triage};
+use super::{console, fhir, models, oip, ops, problem, requeue, reviews, triage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,6 +46,8 @@ use super::{console, fhir, models, oip, ops, problem, reviews, triage};
         reviews::audit_log,
         reviews::tied_cases,
         reviews::reviewer_stats,
+        requeue::requeue_one,
+        requeue::requeue_many,
         console::settings,
         console::me,
         fhir::outbox,
@@ -54,7 +56,7 @@ use super::{console, fhir, models, oip, ops, problem, reviews, triage};
         ops::openapi,
     ),
     components(schemas(problem::Problem)),
-    modifiers(&CrossFieldRules, &PathExamples)
+    modifiers(&CrossFieldRules, &PathExamples, &GuardResponses)
 )]
 pub struct ApiDoc;
 
@@ -88,6 +90,56 @@ impl Modify for CrossFieldRules {
                 .description(description)
                 .examples(example);
             components.schemas.insert(name.to_string(), combined.into());
+        }
+    }
+}
+
+/// The answers [`super::guards`] gives any state-changing request before its
+/// handler runs: 403 from another origin, 415 without `application/json`, 408
+/// when the body outlives the request deadline. Added to every POST, PUT,
+/// PATCH and DELETE that does not document them already.
+struct GuardResponses;
+
+impl Modify for GuardResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        problem::PROBLEM_JSON,
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .filter_map(Option::as_mut)
+            {
+                let responses = &mut op.responses.responses;
+                for (status, description) in [
+                    ("403", "Not allowed, or sent from another origin"),
+                    (
+                        "408",
+                        "The request body did not arrive within the request deadline",
+                    ),
+                    ("415", "Not application/json"),
+                ] {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| problem(description));
+                }
+            }
         }
     }
 }

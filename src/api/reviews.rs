@@ -10,13 +10,15 @@ use image::ImageEncoder;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::blind::{must_be_blind, CaseView, ClaimView};
 use super::caller::{Adjudicator, Admin, Reviewer};
+use super::empty_body::EmptyBody;
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::model::InputSchema;
 use crate::store::{
-    Agreement, AuditEntry, Case, CaseStatus, Claim, LabelOutcome, Lease, QueueStats, ReviewerStats,
+    Agreement, AuditEntry, Case, CaseStatus, LabelOutcome, Lease, QueueStats, ReviewerStats,
     StoreError, TiedCase,
 };
 
@@ -93,27 +95,38 @@ pub struct AuditQuery {
 
 /// Claim the next case: highest priority first, then oldest; 204 when there is
 /// nothing for you now.
-#[utoipa::path(post, path = "/v1/reviews/claim", tag = "reviews",
-    responses((status = 200, body = Claim), (status = 204, description = "Nothing to review now"),
+#[utoipa::path(post, path = "/v1/reviews/claim", tag = "reviews", request_body = EmptyBody,
+    responses((status = 200, body = ClaimView, description = "The claimed case: blind (no model suggestion, no queue counts) for a reviewer unless console.show_suggestion is on"),
+              (status = 204, description = "Nothing to review now"),
+              (status = 409, description = "You hold store.max_leases_per_reviewer live leases already", body = Problem, content_type = "application/problem+json"),
               (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
               (status = 403, description = "Not a reviewer", body = Problem, content_type = "application/problem+json"),
               (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/reviews/claim")]
-pub async fn claim(state: web::Data<AppState>, caller: Reviewer) -> Result<HttpResponse, ApiError> {
+pub async fn claim(
+    state: web::Data<AppState>,
+    caller: Reviewer,
+    _body: EmptyBody,
+) -> Result<HttpResponse, ApiError> {
     match state
         .store
         .claim(&caller.subject, caller.role.name())
         .await?
     {
-        Some(c) => Ok(HttpResponse::Ok().json(c)),
+        Some(c) => {
+            // A fresh claim is never of a case the caller has answered.
+            let blind = must_be_blind(&caller, state.settings.console.show_suggestion, false);
+            Ok(HttpResponse::Ok().json(ClaimView::of(c, blind)))
+        }
         None => Ok(HttpResponse::NoContent().finish()),
     }
 }
 
-/// Read a case: reviewers only the cases they claimed; admins any.
+/// Read a case: reviewers only the cases they claimed (blind until they
+/// answered, unless `console.show_suggestion` is on); admins any.
 #[utoipa::path(get, path = "/v1/reviews/{case_id}", tag = "reviews",
     params(("case_id" = String, Path)),
-    responses((status = 200, body = Case),
+    responses((status = 200, body = CaseView),
               (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
               (status = 403, description = "Not a reviewer, or a case claimed by someone else", body = Problem, content_type = "application/problem+json"),
               (status = 404, description = "No such case", body = Problem, content_type = "application/problem+json"),
@@ -125,8 +138,11 @@ pub async fn get_case(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let case = readable_case(&state, &caller, &id).await?;
+    let show = state.settings.console.show_suggestion;
+    let blind = must_be_blind(&caller, show, false)
+        && !state.store.has_labeled(&id, &caller.subject).await?;
     audit(&state, &caller, "case.read", Some(&id), "").await?;
-    Ok(HttpResponse::Ok().json(case))
+    Ok(HttpResponse::Ok().json(CaseView::of(case, blind)))
 }
 
 /// An image case as the model saw it (PNG, at the model's input size), for the
@@ -346,7 +362,7 @@ pub async fn reviewer_stats(
 
 /// Extend your lease on a claimed case.
 #[utoipa::path(post, path = "/v1/reviews/{case_id}/renew", tag = "reviews",
-    params(("case_id" = String, Path)),
+    params(("case_id" = String, Path)), request_body = EmptyBody,
     responses((status = 200, body = Lease),
               (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
               (status = 403, description = "Not a reviewer", body = Problem, content_type = "application/problem+json"),
@@ -358,6 +374,7 @@ pub async fn renew(
     state: web::Data<AppState>,
     caller: Reviewer,
     id: web::Path<String>,
+    _body: EmptyBody,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(
         state
@@ -369,7 +386,7 @@ pub async fn renew(
 
 /// Give a claimed case back to the queue.
 #[utoipa::path(post, path = "/v1/reviews/{case_id}/release", tag = "reviews",
-    params(("case_id" = String, Path)),
+    params(("case_id" = String, Path)), request_body = EmptyBody,
     responses((status = 204, description = "Released"),
               (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
               (status = 403, description = "Not a reviewer", body = Problem, content_type = "application/problem+json"),
@@ -381,6 +398,7 @@ pub async fn release(
     state: web::Data<AppState>,
     caller: Reviewer,
     id: web::Path<String>,
+    _body: EmptyBody,
 ) -> Result<HttpResponse, ApiError> {
     state
         .store

@@ -3,6 +3,11 @@
 //! it again after a lost answer), the update by id under `If-Match`, and a read
 //! of the current version after a 412. A refusal's OperationOutcome is reduced to
 //! its issues (severity, code, diagnostics, location) — never our payload.
+//!
+//! The server is not trusted: redirects are never followed (a 3xx is a
+//! refusal), answers are read up to [`crate::outgoing::MAX_ANSWER_BYTES`] only,
+//! and a Task id is used in a URL only when it is a FHIR id
+//! (`[A-Za-z0-9\-.]{1,64}`).
 
 use std::time::Duration;
 
@@ -10,6 +15,8 @@ use anyhow::Context;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
 use reqwest::StatusCode;
 use serde_json::Value;
+
+use crate::outgoing::{error_chain, ReadError};
 
 const FHIR_JSON: &str = "application/fhir+json";
 /// Longest OperationOutcome summary kept for logs and the outbox.
@@ -96,10 +103,8 @@ impl FhirClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let http = crate::outgoing::client_builder(connect_timeout, request_timeout)
             .default_headers(headers)
-            .connect_timeout(connect_timeout)
-            .timeout(request_timeout)
             .build()
             .context("building the FHIR HTTP client")?;
         Ok(FhirClient {
@@ -134,6 +139,7 @@ impl FhirClient {
         version: Option<&str>,
         task: &Value,
     ) -> Result<Stored, FhirError> {
+        let id = valid_task_id(id)?;
         let mut request = self
             .http
             .put(format!("{}/Task/{id}", self.base))
@@ -147,6 +153,7 @@ impl FhirClient {
 
     /// `GET {base}/Task/{id}`: its current version.
     pub async fn read(&self, id: &str) -> Result<Stored, FhirError> {
+        let id = valid_task_id(id)?;
         let request = self.http.get(format!("{}/Task/{id}", self.base));
         self.answer(request, Some((id, None))).await
     }
@@ -169,14 +176,22 @@ impl FhirClient {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(version_of_etag);
-        let body: Value = match response.bytes().await {
+        let body: Value = match crate::outgoing::read_bounded(
+            response,
+            crate::outgoing::MAX_ANSWER_BYTES,
+        )
+        .await
+        {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            Err(e) => return Err(FhirError::Unreachable(error_chain(&e.without_url()))),
+            Err(e @ ReadError::TooLarge { .. }) => {
+                return Err(FhirError::BadAnswer(format!("HTTP {status}: {e}")))
+            }
+            Err(ReadError::Transport(e)) => return Err(FhirError::Unreachable(e)),
         };
         if status.is_success() {
             let id = body["id"].as_str().map(str::to_string);
             return match (body["resourceType"].as_str(), id) {
-                (Some("Task"), Some(id)) => Ok(Stored {
+                (Some("Task"), Some(id)) if is_fhir_id(&id) => Ok(Stored {
                     id,
                     version: body["meta"]["versionId"]
                         .as_str()
@@ -184,10 +199,17 @@ impl FhirClient {
                         .or(etag),
                     status: body["status"].as_str().map(str::to_string),
                 }),
+                (Some("Task"), Some(_)) => Err(FhirError::BadAnswer(format!(
+                    "HTTP {status}: the Task id is not a FHIR id ([A-Za-z0-9-.]{{1,64}})"
+                ))),
                 _ => Err(FhirError::BadAnswer(format!("HTTP {status}"))),
             };
         }
-        let outcome = outcome_summary(&body);
+        let outcome = if status.is_redirection() {
+            "a redirect, not followed (the Task stays with the configured server)".to_string()
+        } else {
+            outcome_summary(&body)
+        };
         match (status, known) {
             // 409: servers that report a version conflict that way (HAPI).
             (StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT, Some((_, v))) => {
@@ -214,21 +236,32 @@ impl FhirClient {
     }
 }
 
+/// Whether `id` is a FHIR resource id: `[A-Za-z0-9\-.]{1,64}` (FHIR R4 §2.24.0.1),
+/// so it cannot climb out of `Task/` or add a query when put in a URL.
+pub fn is_fhir_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        // `.` and `..` are ids by the pattern but path segments by URL rules.
+        && id != "."
+        && id != ".."
+}
+
+/// `id` when it is a FHIR id, else the refusal that parks the case.
+fn valid_task_id(id: &str) -> Result<&str, FhirError> {
+    if is_fhir_id(id) {
+        Ok(id)
+    } else {
+        Err(FhirError::BadAnswer(
+            "the stored Task id is not a FHIR id ([A-Za-z0-9-.]{1,64}); not used in a URL".into(),
+        ))
+    }
+}
+
 /// `W/"3"` -> `3`.
 fn version_of_etag(etag: &str) -> String {
     etag.trim_start_matches("W/").trim_matches('"').to_string()
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// An OperationOutcome's issues on one line: `error invalid: <diagnostics> at
@@ -286,6 +319,25 @@ mod tests {
             "error invalid: Invalid value at Task.status; warning transient: injected fault"
         );
         assert_eq!(outcome_summary(&json!({"x": 1})), "no OperationOutcome");
+    }
+
+    #[test]
+    fn only_fhir_ids_are_task_ids() {
+        for good in ["t-1", "abc.DEF-09", &"a".repeat(64)] {
+            assert!(is_fhir_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../../../evil/x?steal=",
+            "a/b",
+            "a b",
+            "a%2F",
+            &"a".repeat(65),
+        ] {
+            assert!(!is_fhir_id(bad), "{bad}");
+        }
     }
 
     #[test]

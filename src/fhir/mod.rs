@@ -47,7 +47,7 @@ pub async fn publish_until(
     match Publisher::new(store, &settings, token.as_deref(), metrics) {
         Ok(publisher) => {
             tracing::info!(
-                base_url = %crate::store::redact_url(&settings.base_url),
+                base_url = %settings.base_url,
                 identifier_system = %settings.identifier_system,
                 bearer_token = token.is_some(),
                 "publishing routed cases as FHIR R4 Tasks"

@@ -80,7 +80,7 @@ impl Publisher {
         let request_timeout = Duration::from_millis(settings.request_timeout_ms);
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let client = FhirClient::new(
-            &settings.base_url,
+            settings.base_url.expose(),
             &settings.identifier_system,
             token,
             connect_timeout,
@@ -209,7 +209,9 @@ impl Publisher {
 
     /// Writes case `d`'s Task as the case is now.
     async fn sync(&self, d: &FhirDue) -> Result<Stored, SyncError> {
-        let mut id = d.task_id.clone();
+        // An id that is no FHIR id (kept by an older version from a hostile
+        // server) is never put in a URL: the Task is found by identifier instead.
+        let mut id = d.task_id.clone().filter(|t| super::client::is_fhir_id(t));
         let mut version = d.task_version.clone();
         let mut last = None;
         for _ in 0..TRIES_PER_CASE {

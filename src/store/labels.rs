@@ -44,6 +44,17 @@ pub struct Resolution {
 }
 
 impl Store {
+    /// Whether `reviewer` has labeled case `id`.
+    pub async fn has_labeled(&self, id: &str, reviewer: &str) -> StoreResult<bool> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM labels WHERE case_id = $1 AND reviewer = $2")
+                .bind(id)
+                .bind(reviewer)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(n > 0)
+    }
+
     /// Records `reviewer`'s label. Idempotent: the same label again changes
     /// nothing; a different one is a conflict. Needs a live lease (or a previous
     /// identical label). Resolves the case when its k-th label lands.

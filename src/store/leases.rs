@@ -1,14 +1,36 @@
-//! Reviewer leases: claim the next case under a lease, renew it, give it back,
-//! and the rescue of expired leases (a case whose leases keep expiring goes to
-//! `dead_letter`). Lease times come from the store's clock (the database's, so
-//! daemons with skewed clocks agree on who holds what).
+//! Reviewer leases: claim the next case under a lease (at most
+//! `max_leases_per_reviewer` live at once per reviewer, so one reviewer cannot
+//! hoard the queue), renew it, give it back, the rescue of expired leases (a
+//! case whose leases lapsed for `max_lease_failures` distinct reviewers goes to
+//! `dead_letter`), and an admin's requeue of dead-lettered cases. Lease times
+//! come from the store's clock (the database's, so daemons with skewed clocks
+//! agree on who holds what).
 
 use serde::Serialize;
 
 use super::audit::append_audit;
 use super::cases::{case_from_row, CASE_COLUMNS, CLAIMABLE};
 use super::fhir_outbox::{note_change, note_change_of};
-use super::{Backend, Case, Store, StoreError, StoreResult};
+use super::{Backend, Case, CaseStatus, Store, StoreError, StoreResult};
+
+/// What a requeue did to one case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Requeued {
+    pub id: String,
+    #[serde(flatten)]
+    pub outcome: RequeueOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "outcome", content = "status", rename_all = "snake_case")]
+pub enum RequeueOutcome {
+    /// Back to `pending`.
+    Requeued,
+    /// No such case.
+    NotFound,
+    /// The case is in this status, not `dead_letter`: unchanged.
+    NotDeadLetter(String),
+}
 
 /// A claimed case and the lease on it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -32,6 +54,32 @@ impl Store {
     pub async fn claim(&self, reviewer: &str, role: &str) -> StoreResult<Option<Claim>> {
         let mut tx = self.begin_write().await?;
         let now = self.now_in(&mut tx).await?;
+        if self.backend() == Backend::Postgres {
+            // Claims of one reviewer run one at a time, so two at once cannot
+            // both pass the cap below (SQLite's BEGIN IMMEDIATE already
+            // serialises every write).
+            sqlx::query(
+                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l",
+            )
+            .bind(format!("triaged.claim:{reviewer}"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let cap = i64::from(self.options().max_leases_per_reviewer);
+        let (live,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM leases WHERE reviewer = $1 AND expires_at > $2")
+                .bind(reviewer)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+        if live >= cap {
+            return tx
+                .finish(Err(StoreError::Conflict(format!(
+                    "you hold {live} live leases, the most one reviewer may hold \
+                     (store.max_leases_per_reviewer = {cap}): label or release one before claiming another"
+                ))))
+                .await;
+        }
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE OF c SKIP LOCKED",
             Backend::Sqlite => "",
@@ -70,12 +118,18 @@ impl Store {
             return Ok(None);
         };
         let expires_at = now + self.options().lease.as_millis() as i64;
-        // An expired lease of the same reviewer may still be there: replace it.
-        sqlx::query("DELETE FROM leases WHERE case_id = $1 AND reviewer = $2")
-            .bind(&id)
-            .bind(reviewer)
-            .execute(&mut *tx)
-            .await?;
+        // An expired lease of the same reviewer may still be there (the rescue
+        // has not run yet): it lapsed all the same, so it is counted, then replaced.
+        let stale: Vec<(i64,)> = sqlx::query_as(
+            "DELETE FROM leases WHERE case_id = $1 AND reviewer = $2 RETURNING expires_at",
+        )
+        .bind(&id)
+        .bind(reviewer)
+        .fetch_all(&mut *tx)
+        .await?;
+        if stale.iter().any(|(expires_at,)| *expires_at <= now) {
+            self.note_lapse(&mut tx, &id, reviewer, now).await?;
+        }
         sqlx::query("INSERT INTO leases (case_id, reviewer, expires_at, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&id)
             .bind(reviewer)
@@ -184,29 +238,127 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
         for (case_id, reviewer) in &expired {
-            sqlx::query(
-                "UPDATE cases SET lease_failures = lease_failures + 1, \
-                 status = CASE WHEN status = 'pending' AND lease_failures + 1 >= $1 THEN 'dead_letter' ELSE status END \
-                 WHERE id = $2",
-            )
-            .bind(i64::from(self.options().max_lease_failures))
-            .bind(case_id)
-            .execute(&mut *tx)
-            .await?;
-            append_audit(
-                &mut tx,
-                now,
-                ("system", "system"),
-                "lease.expired",
-                Some(case_id),
-                reviewer,
-            )
-            .await?;
+            self.note_lapse(&mut tx, case_id, reviewer, now).await?;
             // No transaction of its own marks a lease's lapse: this one moves the
             // case's Task back to `ready` (or to `failed` when dead-lettered).
             note_change_of(&mut tx, self.options(), case_id, now).await?;
         }
         tx.commit().await?;
         Ok(expired.len() as u64)
+    }
+
+    /// Counts `reviewer`'s lapsed lease on `case_id`, inside the caller's
+    /// transaction: every lapse adds to `lease_failures`, but the case goes to
+    /// `dead_letter` only once the leases of `max_lease_failures` distinct
+    /// reviewers lapsed.
+    async fn note_lapse(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        case_id: &str,
+        reviewer: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO lease_lapses (case_id, reviewer, lapses, last_at) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (case_id, reviewer) DO UPDATE SET lapses = lease_lapses.lapses + 1, last_at = $3",
+        )
+        .bind(case_id)
+        .bind(reviewer)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE cases SET lease_failures = lease_failures + 1, \
+             status = CASE WHEN status = 'pending' \
+               AND (SELECT COUNT(*) FROM lease_lapses x WHERE x.case_id = $2) >= $1 \
+               THEN 'dead_letter' ELSE status END \
+             WHERE id = $2",
+        )
+        .bind(i64::from(self.options().max_lease_failures))
+        .bind(case_id)
+        .execute(&mut *conn)
+        .await?;
+        append_audit(
+            conn,
+            now,
+            ("system", "system"),
+            "lease.expired",
+            Some(case_id),
+            reviewer,
+        )
+        .await
+    }
+
+    /// Brings dead-lettered cases back to `pending` (an admin looked at them),
+    /// with their lapse counts cleared, each audited with `reason`. Returns what
+    /// happened to each id, in order; one transaction for all.
+    pub async fn requeue(
+        &self,
+        ids: &[String],
+        (actor, role): (&str, &str),
+        reason: &str,
+    ) -> StoreResult<Vec<Requeued>> {
+        let mut tx = self.begin_write().await?;
+        let now = self.now_in(&mut tx).await?;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let status: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM cases WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let outcome = match status {
+                None => RequeueOutcome::NotFound,
+                Some((s,)) if s != CaseStatus::DeadLetter.as_str() => {
+                    RequeueOutcome::NotDeadLetter(s)
+                }
+                Some(_) => {
+                    sqlx::query(
+                        "UPDATE cases SET status = 'pending', lease_failures = 0 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM lease_lapses WHERE case_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    append_audit(
+                        &mut tx,
+                        now,
+                        (actor, role),
+                        "case.requeue",
+                        Some(id),
+                        reason,
+                    )
+                    .await?;
+                    note_change_of(&mut tx, self.options(), id, now).await?;
+                    RequeueOutcome::Requeued
+                }
+            };
+            outcomes.push(Requeued {
+                id: id.clone(),
+                outcome,
+            });
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Ids of dead-lettered cases (of `model`, when given), oldest first, at most `limit`.
+    pub async fn dead_letter_ids(
+        &self,
+        model: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM cases WHERE status = 'dead_letter' AND ($1 IS NULL OR model = $1) \
+             ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(model)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 }

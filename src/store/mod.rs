@@ -44,9 +44,13 @@ pub use cases::{Case, IdempotencyKey, NewCase, QueueStats, Recorded};
 pub use export::Agreement;
 pub use fhir_outbox::{FhirDue, FhirOutboxStats, FhirScope, FhirSnapshot, ParkedSync};
 pub use labels::{LabelOutcome, Resolution};
-pub use leases::{Claim, Lease};
+pub use leases::{Claim, Lease, RequeueOutcome, Requeued};
 pub use outbox::OutboxEvent;
 pub use reviewers::{ReviewerLabel, ReviewerStats, TiedCase};
+
+/// The shortest PostgreSQL `statement_timeout` (and idle-in-transaction
+/// timeout): the bound on any one statement, reads included.
+const STATEMENT_TIMEOUT_FLOOR: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -148,7 +152,8 @@ impl FromStr for CaseStatus {
 /// A webhook target and the events it subscribed to: only those are queued for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
-    pub url: String,
+    /// The target's URL, also the outbox rows' key (may carry credentials).
+    pub url: crate::secret::SecretUrl,
     pub events: Vec<String>,
 }
 
@@ -157,8 +162,10 @@ pub struct Subscription {
 pub struct StoreOptions {
     /// How long a claim holds a case for one reviewer.
     pub lease: Duration,
-    /// Expired leases after which a case goes to `dead_letter`.
+    /// Distinct reviewers whose leases lapsed after which a case goes to `dead_letter`.
     pub max_lease_failures: u32,
+    /// Live leases one reviewer may hold at once (a claim over it: 409).
+    pub max_leases_per_reviewer: u32,
     /// Webhook targets: an event is queued once per target subscribed to it.
     pub webhook_targets: Vec<Subscription>,
     /// How long a write may wait for the database (a lock, a slow disk) before
@@ -177,6 +184,7 @@ impl StoreOptions {
         StoreOptions {
             lease,
             max_lease_failures: 3,
+            max_leases_per_reviewer: 3,
             webhook_targets: Vec::new(),
             write_timeout: Duration::from_secs(5),
             fhir: FhirScope::Off,
@@ -242,6 +250,12 @@ impl Store {
         };
         let connect = AnyConnectOptions::from_str(&url)?;
         let busy_ms = options.write_timeout.as_millis().max(1);
+        // Reads (an export of a large queue) may take longer than a write may
+        // wait for a lock, but nothing runs unbounded.
+        let statement_ms = options
+            .write_timeout
+            .max(STATEMENT_TIMEOUT_FLOOR)
+            .as_millis();
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,
@@ -262,6 +276,21 @@ impl Store {
                         // 16 MiB of page cache (SQLite's default is 2 MiB): the
                         // queue index's pages stay in memory between commits.
                         conn.execute("PRAGMA cache_size = -16384").await?;
+                    } else {
+                        // The deadline on the server too: a statement waiting on a
+                        // lock gives up there after one write deadline (a client
+                        // that timed out and dropped its socket would otherwise
+                        // leave its query waiting, holding a backend), and no
+                        // statement or idle transaction outlives the bound.
+                        conn.execute(format!("SET lock_timeout = {busy_ms}").as_str())
+                            .await?;
+                        conn.execute(format!("SET statement_timeout = {statement_ms}").as_str())
+                            .await?;
+                        conn.execute(
+                            format!("SET idle_in_transaction_session_timeout = {statement_ms}")
+                                .as_str(),
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -364,54 +393,11 @@ fn sqlite_url(url: &str) -> StoreResult<String> {
     })
 }
 
-/// The URL without secrets, for logs and errors: the password of `user:pass@`
-/// and the value of any `password`/`sslpassword`/`passfile`-like query parameter.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let base = match (base.find("://"), base.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &base[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***{}", &base[..s], &base[at..]),
-                None => base.to_string(),
-            }
-        }
-        _ => base.to_string(),
-    };
-    let Some(query) = query else { return base };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
-}
-
-fn is_secret_param(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.contains("token") || k == "sslkey"
-}
+pub use crate::secret::redact_url;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_url_hides_passwords_in_userinfo_and_query() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        let r = redact_url("postgres://postgres@127.0.0.1:5432/db?password=sekret&sslmode=require");
-        assert!(!r.contains("sekret"), "{r}");
-        assert!(r.contains("sslmode=require"), "{r}");
-        assert_eq!(redact_url("sqlite:///tmp/q.db"), "sqlite:///tmp/q.db");
-    }
 
     #[test]
     fn case_status_round_trips() {

@@ -11,7 +11,8 @@ use super::{Backend, Store, StoreResult, Subscription};
 pub struct OutboxEvent {
     pub id: i64,
     pub event: String,
-    pub target: String,
+    /// The target's URL (may carry credentials: printed only redacted).
+    pub target: crate::secret::SecretUrl,
     pub payload: String,
     pub attempts: i64,
 }
@@ -35,7 +36,7 @@ pub(crate) async fn enqueue_event(
     {
         sqlx::query("INSERT INTO outbox (event, target, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(event)
-            .bind(&target.url)
+            .bind(target.url.expose())
             .bind(payload)
             .bind(now)
             .execute(&mut *conn)
@@ -45,9 +46,29 @@ pub(crate) async fn enqueue_event(
 }
 
 impl Store {
-    /// Claims up to `limit` due webhook events for `hold_ms` (so several daemons do
-    /// not deliver the same event at once).
+    /// Claims up to `limit` due webhook events of any target for `hold_ms` (so
+    /// several daemons do not deliver the same event at once).
     pub async fn due_events(&self, limit: i64, hold_ms: i64) -> StoreResult<Vec<OutboxEvent>> {
+        self.claim_due(None, limit, hold_ms).await
+    }
+
+    /// Claims up to `limit` due events of one target for `hold_ms`: each target
+    /// is delivered by a loop of its own, so a hanging one delays only itself.
+    pub async fn due_events_for(
+        &self,
+        target: &str,
+        limit: i64,
+        hold_ms: i64,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        self.claim_due(Some(target), limit, hold_ms).await
+    }
+
+    async fn claim_due(
+        &self,
+        target: Option<&str>,
+        limit: i64,
+        hold_ms: i64,
+    ) -> StoreResult<Vec<OutboxEvent>> {
         let mut tx = self.begin_write().await?;
         let now = self.now_in(&mut tx).await?;
         let lock = match self.backend() {
@@ -56,10 +77,12 @@ impl Store {
         };
         let rows = sqlx::query(&format!(
             "SELECT id, event, target, payload, attempts FROM outbox \
-             WHERE delivered_at IS NULL AND next_attempt_at <= $1 AND locked_until <= $1 ORDER BY id LIMIT $2{lock}"
+             WHERE delivered_at IS NULL AND next_attempt_at <= $1 AND locked_until <= $1 \
+             AND ($3 IS NULL OR target = $3) ORDER BY id LIMIT $2{lock}"
         ))
         .bind(now)
         .bind(limit)
+        .bind(target)
         .fetch_all(&mut *tx)
         .await?;
         let mut events = Vec::with_capacity(rows.len());
@@ -73,7 +96,7 @@ impl Store {
             events.push(OutboxEvent {
                 id,
                 event: r.try_get("event")?,
-                target: r.try_get("target")?,
+                target: crate::secret::SecretUrl::new(r.try_get::<String, _>("target")?),
                 payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
             });
@@ -99,6 +122,23 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
+        Ok(())
+    }
+
+    /// Gives claimed events back, due again in `retry_in_ms` (their target is
+    /// failing: they wait for its rest), without counting an attempt.
+    pub async fn event_postponed(&self, ids: &[i64], retry_in_ms: i64) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = self.now().await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET next_attempt_at = $1, locked_until = 0 WHERE id = $2 AND delivered_at IS NULL")
+                .bind(now + retry_in_ms)
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+        }
         Ok(())
     }
 

@@ -273,7 +273,7 @@
   async function signOut() {
     if (state.review && !state.review.labeled) {
       try {
-        await call(`/v1/reviews/${encodeURIComponent(state.review.claim.case.id)}/release`, { method: "POST" });
+        await call(`/v1/reviews/${encodeURIComponent(state.review.claim.case.id)}/release`, { method: "POST", body: {} });
       } catch (_) {
         /* the lease lapses by itself */
       }
@@ -311,7 +311,7 @@
     const id = sessionStorage.getItem(CASE_KEY);
     if (!id || !state.me || !["reviewer", "admin"].includes(state.me.role)) return;
     try {
-      const lease = await json(`/v1/reviews/${encodeURIComponent(id)}/renew`, { method: "POST" });
+      const lease = await json(`/v1/reviews/${encodeURIComponent(id)}/renew`, { method: "POST", body: {} });
       const c = await json(`/v1/reviews/${encodeURIComponent(id)}`);
       state.review = { claim: { case: c, lease }, labeled: false, outcome: null, imageUrl: null };
     } catch (_) {
@@ -355,7 +355,7 @@
     state.busy = true;
     try {
       forgetCase();
-      const claim = await json("/v1/reviews/claim", { method: "POST" });
+      const claim = await json("/v1/reviews/claim", { method: "POST", body: {} });
       if (!claim) {
         renderCase();
         say("No case is waiting for you now.");
@@ -379,7 +379,7 @@
     }
     const id = state.review.claim.case.id;
     try {
-      await call(`/v1/reviews/${encodeURIComponent(id)}/release`, { method: "POST" });
+      await call(`/v1/reviews/${encodeURIComponent(id)}/release`, { method: "POST", body: {} });
       forgetCase();
       renderCase();
       say(`Released case ${id} back to the queue.`);
@@ -402,7 +402,10 @@
       return;
     }
     const c = r.claim.case;
-    const classes = c.class_names.length ? c.class_names : c.probabilities.map((_, i) => `class ${i}`);
+    const classes = c.class_names.length ? c.class_names : (c.probabilities || []).map((_, i) => `class ${i}`);
+    // A blind claim (the API withholds the suggestion and the queue's counts
+    // until you answer) has no label counts; the outcome of your label does.
+    const counts = r.outcome || (c.blind ? null : c);
     const meta = h(
       "dl",
       { class: "meta" },
@@ -410,7 +413,7 @@
       h("dt", {}, "Model"), h("dd", {}, `${c.model} v${c.model_version}`),
       c.request_id ? [h("dt", {}, "Request"), h("dd", { "data-role": "request-id" }, c.request_id)] : null,
       h("dt", {}, "Instance"), h("dd", {}, String(c.instance_index)),
-      h("dt", {}, "Labels"), h("dd", {}, `${r.outcome ? r.outcome.labels : c.labels} of ${r.outcome ? r.outcome.reviewers_needed : c.reviewers_needed}`),
+      counts ? [h("dt", {}, "Labels"), h("dd", {}, `${counts.labels} of ${counts.reviewers_needed}`)] : null,
       c.audit ? [h("dt", {}, "Audit"), h("dd", {}, "an automated case sampled for audit")] : null,
     );
     const view = c.feature_names.length ? featureTable(c) : caseImage(c);
@@ -498,6 +501,9 @@
   }
 
   function suggestion(c, classes, r) {
+    if (c.blind) {
+      return h("p", { class: "hint blind" }, "The model's answer could not be loaded.");
+    }
     const u = c.uncertainty || {};
     const p = c.probabilities[c.model_class];
     const rows = [
@@ -537,6 +543,14 @@
       const outcome = await json(`/v1/reviews/${encodeURIComponent(c.id)}/labels`, { method: "POST", body: { label: k } });
       r.labeled = true;
       r.outcome = outcome;
+      if (c.blind) {
+        // Answered: the API now shows the whole case, the model's suggestion included.
+        try {
+          r.claim.case = await json(`/v1/reviews/${encodeURIComponent(c.id)}`);
+        } catch (e) {
+          say(`The model's answer could not be loaded: ${describeError(e)}`);
+        }
+      }
       sessionStorage.removeItem(CASE_KEY);
       renderCase();
       const name = c.class_names[k] || `class ${k}`;
@@ -587,7 +601,7 @@
     if (left < renewAt && active && !r.renewing) {
       r.renewing = true;
       try {
-        r.claim.lease = await json(`/v1/reviews/${encodeURIComponent(r.claim.case.id)}/renew`, { method: "POST" });
+        r.claim.lease = await json(`/v1/reviews/${encodeURIComponent(r.claim.case.id)}/renew`, { method: "POST", body: {} });
       } catch (e) {
         say(`Lease renewal failed: ${describeError(e)}`);
       } finally {

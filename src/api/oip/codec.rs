@@ -403,15 +403,52 @@ pub fn tensor_values(t: &InputTensor, binary: &[u8]) -> Result<Vec<f32>, ApiErro
         return Ok(values);
     }
     let mut out = Vec::new();
-    flatten(json_data(t)?, &t.name, &mut out)?;
+    let range = integer_range(&t.datatype);
+    flatten(json_data(t)?, &t.name, range, &mut out)?;
     Ok(out)
 }
 
-fn flatten(v: &serde_json::Value, name: &str, out: &mut Vec<f32>) -> Result<(), ApiError> {
+/// The values an integer datatype holds, `None` for the floating-point ones.
+fn integer_range(datatype: &str) -> Option<(f64, f64)> {
+    Some(match datatype {
+        "INT8" => (i8::MIN.into(), i8::MAX.into()),
+        "UINT8" => (0.0, u8::MAX.into()),
+        "INT16" => (i16::MIN.into(), i16::MAX.into()),
+        "UINT16" => (0.0, u16::MAX.into()),
+        "INT32" => (i32::MIN.into(), i32::MAX.into()),
+        "UINT32" => (0.0, u32::MAX.into()),
+        // ±2^63 and 2^64 are exact in f64; the bounds are checked exclusively above.
+        "INT64" => (i64::MIN as f64, i64::MAX as f64),
+        "UINT64" => (0.0, u64::MAX as f64),
+        _ => return None,
+    })
+}
+
+fn flatten(
+    v: &serde_json::Value,
+    name: &str,
+    range: Option<(f64, f64)>,
+    out: &mut Vec<f32>,
+) -> Result<(), ApiError> {
     match v {
-        serde_json::Value::Array(items) => items.iter().try_for_each(|i| flatten(i, name, out)),
+        serde_json::Value::Array(items) => {
+            items.iter().try_for_each(|i| flatten(i, name, range, out))
+        }
         serde_json::Value::Number(n) => {
-            out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if let Some((lo, hi)) = range {
+                // An integer tensor holds integers its datatype can represent:
+                // 2^70 in an INT64 tensor is refused, not rounded into a feature.
+                let fits = n.as_i64().is_some_and(|i| i as f64 >= lo && i as f64 <= hi)
+                    || n.as_u64().is_some_and(|u| u as f64 <= hi)
+                    || (x.fract() == 0.0 && x >= lo && x < hi);
+                if !fits {
+                    return Err(ApiError::BadRequest(format!(
+                        "input '{name}' holds {n}, which its integer datatype cannot represent"
+                    )));
+                }
+            }
+            out.push(x as f32);
             Ok(())
         }
         serde_json::Value::Bool(b) => {

@@ -1,0 +1,51 @@
+//! The body of an action route that takes no parameters (claim, renew,
+//! release, reload, retry): nothing, or the JSON object `{}`. The request must
+//! still say `Content-Type: application/json` (see [`super::guards`]); anything
+//! in the body but an empty object is refused, so a client that thinks it is
+//! passing options learns that it is not.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::problem::ApiError;
+
+/// No parameters: an empty body or `{}`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({}))]
+pub struct EmptyBody {}
+
+/// Bodies longer than this are not read: `{}` with whitespace fits many times.
+const MAX_EMPTY_BODY: usize = 1024;
+
+impl FromRequest for EmptyBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<EmptyBody, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            })?;
+            if bytes.len() > MAX_EMPTY_BODY {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: MAX_EMPTY_BODY,
+                });
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(EmptyBody {});
+            }
+            serde_json::from_slice::<EmptyBody>(&bytes).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::Unprocessable(format!(
+                    "this route takes no parameters: send no body or {{}} ({e})"
+                )),
+                _ => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
+            })
+        })
+    }
+}
