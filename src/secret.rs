@@ -25,6 +25,12 @@ impl Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -67,6 +73,18 @@ impl SecretUrl {
     /// The URL without its secrets, for logs and errors.
     pub fn redacted(&self) -> String {
         redact_url(&self.0)
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(s: String) -> SecretUrl {
+        SecretUrl(s)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(s: &str) -> SecretUrl {
+        SecretUrl(s.to_string())
     }
 }
 

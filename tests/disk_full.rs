@@ -116,6 +116,7 @@ async fn finding_1_a_full_disk_fails_fast_and_the_queue_recovers_when_space_retu
         let c = client
             .post(format!("{}/v1/reviews/claim", daemon.base))
             .header("x-triaged-subject", format!("dr-{i}"))
+            .json(&serde_json::json!({}))
             .send()
             .await
             .unwrap();

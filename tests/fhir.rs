@@ -172,7 +172,7 @@ async fn open_store(db: &TestDb, clock: &Clock) -> Arc<Store> {
 
 fn fhir_settings(base: &str) -> FhirSettings {
     let mut s = Settings::defaults().fhir;
-    s.base_url = base.to_string();
+    s.base_url = base.into();
     s.practitioners = [("dr-a".to_string(), "Practitioner/dr-a".to_string())].into();
     s.park_after_refusals = 2;
     s.patient_identifier_system = "urn:example:mrn".into();
@@ -608,7 +608,7 @@ async fn the_served_api_publishes_a_task_for_the_patient() {
     settings.server.bind = "127.0.0.1:0".parse().unwrap();
     settings.server.workers = 1;
     settings.models.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    settings.store.url = format!("sqlite://{}", dir.path().join("q.db").display());
+    settings.store.url = format!("sqlite://{}", dir.path().join("q.db").display()).into();
     settings.triage.mode = triaged::config::TriageMode::Shadow;
     settings.fhir = fhir_settings(&server.base);
     let app = triaged::startup::Application::build(settings)

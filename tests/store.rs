@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
+use triaged::secret::SecretUrl;
 use triaged::store::{
     CaseStatus, Clock, IdempotencyKey, NewCase, Recorded, Store, StoreError, StoreOptions,
     Subscription,
@@ -22,10 +23,11 @@ async fn open_with(db: &TestDb, lease: Duration, targets: Vec<String>, clock: Cl
         StoreOptions {
             lease,
             max_lease_failures: 2,
+            max_leases_per_reviewer: 3,
             webhook_targets: targets
                 .into_iter()
                 .map(|url| Subscription {
-                    url,
+                    url: url.into(),
                     events: vec!["case.created".into(), "case.resolved".into()],
                 })
                 .collect(),
@@ -645,11 +647,11 @@ async fn events_are_queued_only_for_subscribed_targets(db: &TestDb) {
         StoreOptions {
             webhook_targets: vec![
                 Subscription {
-                    url: "http://created-only".into(),
+                    url: SecretUrl::new("http://created-only"),
                     events: vec!["case.created".into()],
                 },
                 Subscription {
-                    url: "http://resolved-only".into(),
+                    url: SecretUrl::new("http://resolved-only"),
                     events: vec!["case.resolved".into()],
                 },
             ],
@@ -661,7 +663,7 @@ async fn events_are_queued_only_for_subscribed_targets(db: &TestDb) {
     put(&store, vec![new_case(600, 1, 0.5)]).await;
     let due = store.due_events(10, 10_000).await.unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
-    assert_eq!(due[0].target, "http://created-only");
+    assert_eq!(due[0].target.expose(), "http://created-only");
 }
 both_backends!(
     webhook_subscriptions,
@@ -912,3 +914,109 @@ async fn no_resolved_case_ever_has_a_tied_vote(db: &TestDb) {
     }
 }
 both_backends!(no_tied_resolutions, no_resolved_case_ever_has_a_tied_vote);
+
+async fn finding2_5_one_reviewer_can_neither_hoard_nor_dead_letter_the_queue(db: &TestDb) {
+    use triaged::store::RequeueOutcome;
+    let clock = Clock::manual(1_700_000_000_000);
+    let lease = Duration::from_secs(60);
+    let store = open_with(db, lease, vec![], clock.clone()).await;
+    let cases: Vec<NewCase> = (0..5).map(|i| new_case(900 + i, 1, 0.5)).collect();
+    let last = cases[4].id.clone();
+    put(&store, cases).await;
+    // The cap: three live leases, then 409 saying why.
+    for _ in 0..3 {
+        store.claim("dr-b", "reviewer").await.unwrap().unwrap();
+    }
+    match store.claim("dr-b", "reviewer").await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("max_leases_per_reviewer = 3"), "{m}"),
+        other => panic!("a fourth claim: {other:?}"),
+    }
+    // The same reviewer letting leases lapse again and again (max_lease_failures
+    // is 2 here) never dead-letters a case; a lapse counts even when it
+    // re-claims before the rescue runs.
+    for round in 0..4 {
+        clock.advance(lease + Duration::from_millis(1));
+        if round % 2 == 0 {
+            store.rescue_expired().await.unwrap();
+        }
+        for _ in 0..3 {
+            store.claim("dr-b", "reviewer").await.unwrap().unwrap();
+        }
+    }
+    let mine = store.list_cases(None, None, 100, 0).await.unwrap();
+    assert!(mine.iter().all(|c| c.status == CaseStatus::Pending));
+    let lapses: i64 = mine.iter().map(|c| c.lease_failures).sum();
+    assert_eq!(lapses, 12, "every lapse counted, re-claimed ones too");
+    // A second reviewer's lapse on one of them: two distinct reviewers.
+    clock.advance(lease + Duration::from_millis(1));
+    store.rescue_expired().await.unwrap();
+    let dr_c = store.claim("dr-c", "reviewer").await.unwrap().unwrap();
+    clock.advance(lease + Duration::from_millis(1));
+    store.rescue_expired().await.unwrap();
+    let dead = store.case(&dr_c.case.id).await.unwrap();
+    assert_eq!(dead.status, CaseStatus::DeadLetter);
+    // An admin brings it back; the requeue is audited with its reason.
+    let done = store
+        .requeue(
+            &[dr_c.case.id.clone(), last.clone(), "nope".into()],
+            ("root", "admin"),
+            "looked at it",
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = done.iter().map(|d| d.outcome.clone()).collect();
+    assert_ne!(dr_c.case.id, last, "dr-c claimed one of dr-b's (older) cases");
+    assert_eq!(
+        outcomes,
+        vec![
+            RequeueOutcome::Requeued,
+            RequeueOutcome::NotDeadLetter("pending".into()),
+            RequeueOutcome::NotFound
+        ]
+    );
+    let back = store.case(&dr_c.case.id).await.unwrap();
+    assert_eq!((back.status, back.lease_failures), (CaseStatus::Pending, 0));
+    let audit = store.audit_entries(Some(&dr_c.case.id), 0, 1000).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!((last.action.as_str(), last.actor.as_str(), last.detail.as_str()), ("case.requeue", "root", "looked at it"));
+    assert!(store.dead_letter_ids(None, 10).await.unwrap().is_empty());
+}
+both_backends!(
+    finding2_5_lease_cap_and_distinct_lapses,
+    finding2_5_one_reviewer_can_neither_hoard_nor_dead_letter_the_queue
+);
+
+async fn finding2_9_the_audit_log_cannot_be_replaced(db: &TestDb) {
+    let store = open(db, Duration::from_secs(60), vec![]).await;
+    store
+        .audit("dr-a", "reviewer", "case.read", None, "original")
+        .await
+        .unwrap();
+    let entry = store.audit_entries(None, 0, 10).await.unwrap().remove(0);
+    let pool = sqlx::AnyPool::connect(db.url()).await.unwrap();
+    let replace = match db {
+        TestDb::Sqlite { .. } => {
+            "INSERT OR REPLACE INTO audit_log (id, at, actor, role, action, case_id, detail) \
+             VALUES ($1, 0, 'mallory', 'admin', 'case.read', NULL, 'forged')"
+        }
+        TestDb::Postgres { .. } => {
+            "INSERT INTO audit_log (id, at, actor, role, action, case_id, detail) \
+             VALUES ($1, 0, 'mallory', 'admin', 'case.read', NULL, 'forged') \
+             ON CONFLICT (id) DO UPDATE SET actor = excluded.actor"
+        }
+    };
+    assert!(
+        sqlx::query(replace)
+            .bind(entry.id)
+            .execute(&pool)
+            .await
+            .is_err(),
+        "replacing an audit row must fail"
+    );
+    let again = store.audit_entries(None, 0, 10).await.unwrap().remove(0);
+    assert_eq!((again.actor.as_str(), again.detail.as_str()), ("dr-a", "original"));
+}
+both_backends!(
+    finding2_9_append_only_audit_log,
+    finding2_9_the_audit_log_cannot_be_replaced
+);

@@ -60,6 +60,7 @@ async fn two_daemons_share_one_queue_without_double_assignment() {
                 let claim = client
                     .post(format!("{base}/v1/reviews/claim"))
                     .header("x-triaged-subject", &me)
+                    .json(&serde_json::json!({}))
                     .send()
                     .await
                     .unwrap();

@@ -129,7 +129,7 @@ async fn the_audit_monitor_survives_a_restart_and_an_admin_clears_its_fallback()
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("q.db").display());
     let path = format!("/v1/admin/models/{MODEL}/audit");
-    let app = spawn_app_with(true, |s| s.store.url = url.clone()).await;
+    let app = spawn_app_with(true, |s| s.store.url = url.clone().into()).await;
     let status: Value = app
         .post_json(&path, &json!({"correct": 10, "wrong": 60}))
         .await
@@ -143,7 +143,7 @@ async fn the_audit_monitor_survives_a_restart_and_an_admin_clears_its_fallback()
         .contains("alpha"));
     app.handle.stop(true).await;
 
-    let app = spawn_app_with(true, |s| s.store.url = url.clone()).await;
+    let app = spawn_app_with(true, |s| s.store.url = url.clone().into()).await;
     let mut audit = Value::Null;
     for _ in 0..100 {
         audit = app.get_json(&format!("/v1/models/{MODEL}")).await["audit"].clone();

@@ -262,7 +262,7 @@ async fn finding_9_a_locked_store_fails_fast_then_recovers() {
     let url = format!("sqlite://{}", db.display());
     let app = spawn_app_with(true, |s| {
         s.triage.mode = triaged::policy::TriageMode::Shadow;
-        s.store.url = url.clone();
+        s.store.url = url.clone().into();
         s.store.write_timeout_ms = 300;
     })
     .await;

@@ -59,7 +59,7 @@ pub async fn spawn_app_with(with_model: bool, tweak: impl FnOnce(&mut Settings))
     settings.server.workers = 2;
     settings.server.shutdown_timeout_seconds = 5;
     settings.models.dir = models_dir.clone();
-    settings.store.url = format!("sqlite://{}", dir.path().join("queue.db").display());
+    settings.store.url = format!("sqlite://{}", dir.path().join("queue.db").display()).into();
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -67,7 +67,7 @@ pub async fn spawn_app_with(with_model: bool, tweak: impl FnOnce(&mut Settings))
     let server = tokio::spawn(app.run_until_stopped());
     let t = TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: json_client(),
         models_dir,
         handle,
         server,
@@ -77,6 +77,22 @@ pub async fn spawn_app_with(with_model: bool, tweak: impl FnOnce(&mut Settings))
         t.wait_ready().await;
     }
     t
+}
+
+/// A client like the console: every request says `Content-Type:
+/// application/json` (state-changing requests without it are refused, 415), so
+/// a test of an action with no body need not repeat it. A request's own
+/// content type replaces it.
+pub fn json_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn_app() -> TestApp {

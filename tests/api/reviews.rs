@@ -396,7 +396,7 @@ async fn shadow_mode_agreement_is_queryable() {
 async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
     // A receiver that fails the first two deliveries.
     let calls = Arc::new(AtomicUsize::new(0));
-    let received: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<(String, String, String, String)>>> = Arc::default();
     let (c, r) = (calls.clone(), received.clone());
     let receiver = actix_web::HttpServer::new(move || {
         let (c, r) = (c.clone(), r.clone());
@@ -418,6 +418,7 @@ async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
                         h("x-triaged-event"),
                         h("x-triaged-signature"),
                         String::from_utf8_lossy(&body).to_string(),
+                        h("x-triaged-delivery"),
                     ));
                     actix_web::HttpResponse::Ok().finish()
                 }
@@ -435,7 +436,7 @@ async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
         s.triage.threshold = 0.0;
         s.webhooks.max_backoff_seconds = 1;
         s.webhooks.targets = vec![triaged::config::WebhookTarget {
-            url: url.clone(),
+            url: url.clone().into(),
             secret: "hook-secret".into(),
             events: vec!["case.created".into(), "case.resolved".into()],
         }];
@@ -455,10 +456,11 @@ async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
         "delivered once after {} calls",
         calls.load(Ordering::SeqCst)
     );
-    let (event, signature, body) = &got[0];
+    let (event, signature, body, delivery) = &got[0];
+    let delivery: i64 = delivery.parse().expect("X-Triaged-Delivery is the outbox id");
     assert_eq!(event, "case.created");
     assert!(body.contains(&id));
-    // The signature covers a timestamp and the body: a receiver recomputes it
+    // The signature covers a timestamp, the delivery id and the body: a receiver recomputes it
     // from the `t=` it carries and rejects stale ones.
     let t: i64 = signature
         .strip_prefix("t=")
@@ -471,7 +473,7 @@ async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
     );
     assert_eq!(
         signature,
-        &triaged::webhooks::signature("hook-secret", t, body.as_bytes())
+        &triaged::webhooks::signature("hook-secret", t, delivery, body.as_bytes())
     );
     assert!(calls.load(Ordering::SeqCst) >= 3);
     let m = app.metrics().await;
@@ -492,7 +494,7 @@ async fn a_public_bind_without_tokens_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = triaged::config::Settings::defaults();
     settings.server.bind = "0.0.0.0:0".parse().unwrap();
-    settings.store.url = format!("sqlite://{}", dir.path().join("q.db").display());
+    settings.store.url = format!("sqlite://{}", dir.path().join("q.db").display()).into();
     let err = triaged::startup::Application::build(settings)
         .await
         .err()
