@@ -2,8 +2,10 @@
 //! reported by an admin) update the stored state in one transaction, and the
 //! served policy adopts the result; a periodic sync adopts what other daemons
 //! recorded; an admin clears a fall-back after acting. The statistics live in
-//! `policy::audit`; this module only moves the state.
+//! `policy::audit`; this module only moves the state, and reports each change to
+//! the metrics (the policy knows no metrics).
 
+use crate::metrics::Metrics;
 use crate::policy::audit::{AuditStatus, MonitorState};
 use crate::registry::{LoadedModel, Registry};
 use crate::store::{Store, StoreResult};
@@ -23,9 +25,13 @@ fn apply(
     Ok(state.to_json())
 }
 
-fn adopt(model: &LoadedModel, json: &str) -> AuditStatus {
+fn adopt(model: &LoadedModel, json: &str, metrics: &Metrics) -> AuditStatus {
     match MonitorState::from_json(json) {
-        Ok(state) => model.policy.adopt_audit_state(state),
+        Ok(state) => {
+            let status = model.policy.adopt_audit_state(state);
+            metrics.set_audit_status(model.name(), &status);
+            status
+        }
         Err(e) => {
             tracing::error!(model = %model.name(), error = %e, "stored audit monitor unreadable");
             model.policy.audit_status()
@@ -37,6 +43,7 @@ fn adopt(model: &LoadedModel, json: &str) -> AuditStatus {
 /// version in service.
 pub async fn record(
     store: &Store,
+    metrics: &Metrics,
     model: &LoadedModel,
     correct: u64,
     wrong: u64,
@@ -49,14 +56,15 @@ pub async fn record(
             })
         })
         .await?;
-    model.policy.count_audit_outcomes(correct, wrong);
-    Ok(adopt(model, &json))
+    metrics.count_audit_outcomes(model.name(), correct, wrong);
+    Ok(adopt(model, &json, metrics))
 }
 
 /// Clears a fall-back (the tests start afresh), recorded in the audit log as
 /// `(actor, role)`'s action with its `reason`.
 pub async fn clear(
     store: &Store,
+    metrics: &Metrics,
     model: &LoadedModel,
     (actor, role): (&str, &str),
     reason: &str,
@@ -80,19 +88,19 @@ pub async fn clear(
             },
         )
         .await?;
-    Ok(adopt(model, &json))
+    Ok(adopt(model, &json, metrics))
 }
 
 /// Adopts the stored state of every served model's monitor (other daemons'
 /// outcomes, or the state from before a restart).
-pub async fn sync(store: &Store, registry: &Registry) {
+pub async fn sync(store: &Store, metrics: &Metrics, registry: &Registry) {
     for model in registry.list() {
         match store
             .monitor_state(model.name(), &model.policy.info().version)
             .await
         {
             Ok(Some(json)) => {
-                adopt(&model, &json);
+                adopt(&model, &json, metrics);
             }
             Ok(None) => {}
             Err(e) => {

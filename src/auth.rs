@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::problem::ApiError;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -58,6 +56,16 @@ impl TokenSpec {
     }
 }
 
+/// Why a request may not go on: no (valid) credentials, or the wrong role.
+/// The HTTP layer maps these to 401 and 403 (`api/problem.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -67,12 +75,12 @@ pub struct Caller {
 
 impl Caller {
     /// 403 unless the caller has one of `roles` (admins pass every check).
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+    pub fn require(&self, roles: &[Role]) -> Result<(), AuthError> {
         if self.role == Role::Admin || roles.contains(&self.role) {
             return Ok(());
         }
         let wanted: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-        Err(ApiError::Forbidden(format!(
+        Err(AuthError::Forbidden(format!(
             "role '{}' may not do this (needs {})",
             self.role.name(),
             wanted.join(" or ")
@@ -113,7 +121,7 @@ impl Auth {
         &self,
         authorization: Option<&str>,
         open_subject: Option<&str>,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, AuthError> {
         if self.is_open() {
             return Ok(Caller {
                 subject: open_subject
@@ -129,7 +137,7 @@ impl Auth {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+            .ok_or_else(|| AuthError::Unauthenticated("a bearer token is required".into()))?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare every configured hash in full, so timing does not say how much matched.
         let mut found = None;
@@ -139,8 +147,8 @@ impl Auth {
                 found = Some((*role, subject.clone()));
             }
         }
-        let (role, subject) =
-            found.ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
+        let (role, subject) = found
+            .ok_or_else(|| AuthError::Unauthenticated("the bearer token is not valid".into()))?;
         Ok(Caller { subject, role })
     }
 }
@@ -180,20 +188,20 @@ mod tests {
         }
         assert!(matches!(
             auth.authenticate(Some("Basic s3cret"), None),
-            Err(ApiError::Unauthorized(_))
+            Err(AuthError::Unauthenticated(_))
         ));
         assert!(matches!(
             auth.authenticate(Some("Bearer nope"), None),
-            Err(ApiError::Unauthorized(_))
+            Err(AuthError::Unauthenticated(_))
         ));
         assert!(matches!(
             auth.authenticate(None, Some("me")),
-            Err(ApiError::Unauthorized(_))
+            Err(AuthError::Unauthenticated(_))
         ));
         assert!(c.require(&[Role::Reviewer]).is_ok());
         assert!(matches!(
             c.require(&[Role::Client]),
-            Err(ApiError::Forbidden(_))
+            Err(AuthError::Forbidden(_))
         ));
     }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::calibrate::{self, CalibrateConfig};
 use crate::config::{Overrides, Settings};
 use crate::data::csv_import::{self, CsvImport, LabelLayout};
 use crate::data::synth::{self, SynthConfig};
@@ -14,7 +15,6 @@ use crate::data::{describe, format, images, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::device::{self, DeviceChoice};
 use crate::model::Predictor;
-use crate::policy::calibrate::{self, CalibrateConfig};
 use crate::policy::spec as policy_spec;
 use crate::startup::Application;
 use crate::train::{self, TrainConfig};

@@ -7,7 +7,8 @@
 //! - [`model`]: the candle network (class / disagreement / human-error heads),
 //!   preprocessing, the on-disk bundle, device selection, the loaded predictor.
 //! - [`train`]: AdamW training, early stopping, temperature scaling.
-//! - [`eval`]: metrics, the triage curve, reports and plots.
+//! - [`eval`]: metrics, the triage curve, reports and plots; [`calibrate`]:
+//!   fitting a bundle's `policy.json` on its calibration split.
 //! - [`audit_monitor`]: the policy's audit monitor, kept in the store.
 //! - [`policy`]: triage decisions (automate / review, why, how many reviewers),
 //!   calibrated policies and certificates; [`stats`]: exact binomial statistics.
@@ -30,6 +31,7 @@ pub mod api;
 pub mod audit_monitor;
 pub mod auth;
 pub mod batch;
+pub mod calibrate;
 pub mod cli;
 pub mod config;
 pub mod data;

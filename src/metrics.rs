@@ -6,6 +6,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::policy::audit::AuditStatus;
 use crate::policy::REASON_CODES;
 
 /// Routes whose request counters exist before the first request.
@@ -235,6 +236,33 @@ impl Metrics {
                 self.decisions.with_label_values(&[model, route, reason]);
             }
         }
+        self.policy_fallback.with_label_values(&[model]).set(0);
+        for outcome in ["correct", "wrong"] {
+            self.audit_outcomes.with_label_values(&[model, outcome]);
+        }
+    }
+
+    /// Counts reported outcomes of `model`'s audited automated cases.
+    pub fn count_audit_outcomes(&self, model: &str, correct: u64, wrong: u64) {
+        self.audit_outcomes
+            .with_label_values(&[model, "correct"])
+            .inc_by(correct);
+        self.audit_outcomes
+            .with_label_values(&[model, "wrong"])
+            .inc_by(wrong);
+    }
+
+    /// The audit gauges of `model` after its monitor changed.
+    pub fn set_audit_status(&self, model: &str, status: &AuditStatus) {
+        self.audit_error_bound
+            .with_label_values(&[model, "lower"])
+            .set(status.lower);
+        self.audit_error_bound
+            .with_label_values(&[model, "upper"])
+            .set(status.upper);
+        self.policy_fallback
+            .with_label_values(&[model])
+            .set(i64::from(status.fallback));
     }
 
     /// The Prometheus text exposition.

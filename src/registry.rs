@@ -252,8 +252,7 @@ impl Registry {
         let probe = vec![0.0f32; manifest.input_dim()];
         predictor.predict(&probe).context("warm-up forward pass")?;
         // Model and policy load together: a broken policy.json refuses the bundle.
-        let policy =
-            Policy::for_bundle(dir, &self.triage)?.with_metrics(self.metrics.clone(), name);
+        let policy = Policy::for_bundle(dir, &self.triage)?;
         self.metrics.init_model(name);
         let batcher = BatchHandle::spawn(predictor, self.batch, &self.metrics, name)
             .context("starting the inference thread")?;

@@ -150,12 +150,13 @@ impl Application {
         .shutdown_timeout(shutdown_timeout)
         .run();
 
-        let (loader, monitors) = (registry.clone(), state_store.clone());
+        let (loader, monitors, monitor_metrics) =
+            (registry.clone(), state_store.clone(), metrics.clone());
         tokio::spawn(async move {
             let registry = loader.clone();
             let _ = tokio::task::spawn_blocking(move || loader.load_all()).await;
             // A restarted daemon resumes its monitors (a fall-back included) at once.
-            crate::audit_monitor::sync(&monitors, &registry).await;
+            crate::audit_monitor::sync(&monitors, &monitor_metrics, &registry).await;
         });
         Ok(Application {
             port,
@@ -224,7 +225,7 @@ async fn maintain_queue(
                 .review_oldest_pending
                 .set(stats.oldest_pending_seconds.unwrap_or(0.0));
         }
-        crate::audit_monitor::sync(&store, &registry).await;
+        crate::audit_monitor::sync(&store, &metrics, &registry).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}

@@ -965,7 +965,10 @@ async fn finding2_5_one_reviewer_can_neither_hoard_nor_dead_letter_the_queue(db:
         .await
         .unwrap();
     let outcomes: Vec<_> = done.iter().map(|d| d.outcome.clone()).collect();
-    assert_ne!(dr_c.case.id, last, "dr-c claimed one of dr-b's (older) cases");
+    assert_ne!(
+        dr_c.case.id, last,
+        "dr-c claimed one of dr-b's (older) cases"
+    );
     assert_eq!(
         outcomes,
         vec![
@@ -976,9 +979,19 @@ async fn finding2_5_one_reviewer_can_neither_hoard_nor_dead_letter_the_queue(db:
     );
     let back = store.case(&dr_c.case.id).await.unwrap();
     assert_eq!((back.status, back.lease_failures), (CaseStatus::Pending, 0));
-    let audit = store.audit_entries(Some(&dr_c.case.id), 0, 1000).await.unwrap();
+    let audit = store
+        .audit_entries(Some(&dr_c.case.id), 0, 1000)
+        .await
+        .unwrap();
     let last = audit.last().unwrap();
-    assert_eq!((last.action.as_str(), last.actor.as_str(), last.detail.as_str()), ("case.requeue", "root", "looked at it"));
+    assert_eq!(
+        (
+            last.action.as_str(),
+            last.actor.as_str(),
+            last.detail.as_str()
+        ),
+        ("case.requeue", "root", "looked at it")
+    );
     assert!(store.dead_letter_ids(None, 10).await.unwrap().is_empty());
 }
 both_backends!(
@@ -1014,7 +1027,10 @@ async fn finding2_9_the_audit_log_cannot_be_replaced(db: &TestDb) {
         "replacing an audit row must fail"
     );
     let again = store.audit_entries(None, 0, 10).await.unwrap().remove(0);
-    assert_eq!((again.actor.as_str(), again.detail.as_str()), ("dr-a", "original"));
+    assert_eq!(
+        (again.actor.as_str(), again.detail.as_str()),
+        ("dr-a", "original")
+    );
 }
 both_backends!(
     finding2_9_append_only_audit_log,

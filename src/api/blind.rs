@@ -57,7 +57,7 @@ impl From<&Case> for BlindCase {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum CaseView {
-    Full(Case),
+    Full(Box<Case>),
     Blind(BlindCase),
 }
 
@@ -79,7 +79,7 @@ impl CaseView {
         if blind {
             CaseView::Blind(BlindCase::from(&case))
         } else {
-            CaseView::Full(case)
+            CaseView::Full(Box::new(case))
         }
     }
 }

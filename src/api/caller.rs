@@ -18,9 +18,9 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         return Err(ApiError::Internal("application state missing".into()));
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    state
+    Ok(state
         .auth
-        .authenticate(header("authorization"), header("x-triaged-subject"))
+        .authenticate(header("authorization"), header("x-triaged-subject"))?)
 }
 
 /// Authenticates the request and checks the caller has one of `roles`.

@@ -221,7 +221,8 @@ pub async fn record_audit(
         )));
     }
     // O(1) statistics per report, in one store transaction.
-    let status = crate::audit_monitor::record(&state.store, &m, correct, wrong).await?;
+    let status =
+        crate::audit_monitor::record(&state.store, &state.metrics, &m, correct, wrong).await?;
     Ok(HttpResponse::Ok().json(status))
 }
 
@@ -269,6 +270,7 @@ pub async fn clear_fallback(
     }
     let status = crate::audit_monitor::clear(
         &state.store,
+        &state.metrics,
         &m,
         (&caller.subject, caller.role.name()),
         reason,

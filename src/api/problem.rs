@@ -211,6 +211,16 @@ pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as A;
+        match e {
+            A::Unauthenticated(m) => ApiError::Unauthorized(m),
+            A::Forbidden(m) => ApiError::Forbidden(m),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError as S;

@@ -280,7 +280,9 @@ async fn on_resolution(state: &AppState, outcome: &LabelOutcome) {
     if r.audit {
         if let Some(m) = state.registry.get(&r.model) {
             let (right, wrong) = if r.model_correct { (1, 0) } else { (0, 1) };
-            if let Err(e) = crate::audit_monitor::record(&state.store, &m, right, wrong).await {
+            if let Err(e) =
+                crate::audit_monitor::record(&state.store, &state.metrics, &m, right, wrong).await
+            {
                 tracing::warn!(model = %r.model, error = %e, "audit outcome not recorded");
             }
         }

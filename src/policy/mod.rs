@@ -3,14 +3,14 @@
 //! watching the automated error rate. Every decision carries the policy's name and
 //! version so it can be audited later.
 //!
-//! - [`spec`]: `policy.json` in the bundle (written by `triaged calibrate`);
-//! - [`calibrate`]: building a spec from calibration data;
+//! - [`spec`]: `policy.json` in the bundle (written by `triaged calibrate`,
+//!   `crate::calibrate`, an offline command beside `train` and `eval`);
+//! - [`system`]: the whole human–AI system's certificate;
 //! - [`risk`]: the risk-controlled certificate; [`budget`]: the online quantile;
 //! - [`audit`]: the audited error monitor and its fall-back.
 
 pub mod audit;
 pub mod budget;
-pub mod calibrate;
 pub mod risk;
 pub mod spec;
 pub mod system;
@@ -20,7 +20,6 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metrics;
 use crate::model::Prediction;
 use crate::stats::majority_vote_error;
 use audit::{AuditMonitor, AuditStatus};
@@ -209,8 +208,6 @@ pub struct Policy {
     audit_rate: f64,
     audit: AuditMonitor,
     info: PolicyInfo,
-    /// Metrics handle and model label, when serving.
-    metrics: Option<(Metrics, String)>,
 }
 
 impl Policy {
@@ -256,7 +253,6 @@ impl Policy {
                 parameters,
                 certificate: None,
             },
-            metrics: None,
         }
     }
 
@@ -325,18 +321,7 @@ impl Policy {
                 parameters: serde_json::to_value(s).unwrap_or_default(),
                 certificate,
             },
-            metrics: None,
         }
-    }
-
-    /// Attaches the metrics handle (serving only) and creates the series at zero.
-    pub fn with_metrics(mut self, metrics: Metrics, model: &str) -> Policy {
-        metrics.policy_fallback.with_label_values(&[model]).set(0);
-        for outcome in ["correct", "wrong"] {
-            metrics.audit_outcomes.with_label_values(&[model, outcome]);
-        }
-        self.metrics = Some((metrics, model.to_string()));
-        self
     }
 
     pub fn info(&self) -> &PolicyInfo {
@@ -353,37 +338,13 @@ impl Policy {
     pub fn record_audit(&self, correct: u64, wrong: u64) -> Result<AuditStatus, audit::AuditError> {
         let mut next = self.audit.state();
         next.record(&self.audit.config(), correct, wrong)?;
-        self.count_audit_outcomes(correct, wrong);
         Ok(self.adopt_audit_state(next))
     }
 
-    /// Counts reported outcomes in the audit metrics.
-    pub fn count_audit_outcomes(&self, correct: u64, wrong: u64) {
-        if let Some((m, model)) = &self.metrics {
-            m.audit_outcomes
-                .with_label_values(&[model, "correct"])
-                .inc_by(correct);
-            m.audit_outcomes
-                .with_label_values(&[model, "wrong"])
-                .inc_by(wrong);
-        }
-    }
-
-    /// Adopts a monitor state (from the store) and updates the audit gauges.
+    /// Adopts a monitor state (from the store); the caller reports the status
+    /// to the metrics (`crate::audit_monitor`).
     pub fn adopt_audit_state(&self, state: audit::MonitorState) -> AuditStatus {
-        let status = self.audit.replace(state);
-        if let Some((m, model)) = &self.metrics {
-            m.audit_error_bound
-                .with_label_values(&[model, "lower"])
-                .set(status.lower);
-            m.audit_error_bound
-                .with_label_values(&[model, "upper"])
-                .set(status.upper);
-            m.policy_fallback
-                .with_label_values(&[model])
-                .set(i64::from(status.fallback));
-        }
-        status
+        self.audit.replace(state)
     }
 
     /// Most labels a routed case is given while they hold no strict majority.

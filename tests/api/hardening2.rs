@@ -195,7 +195,8 @@ async fn finding2_1_invented_methods_never_reach_the_metric_labels() {
             } else {
                 format!("INVENT{i}")
             };
-            let req = format!("{method} /v1/triage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let req =
+                format!("{method} /v1/triage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
             raw(&a, req.as_bytes(), Duration::from_secs(2));
         }
     })
@@ -274,7 +275,10 @@ async fn finding2_2_postgres_lock_waits_end_within_the_write_timeout() {
             "{what} took {took:?} (write timeout 1 s): {calls:?}"
         );
     }
-    assert_eq!(waiting, 0, "backends still waiting on the lock after their calls answered");
+    assert_eq!(
+        waiting, 0,
+        "backends still waiting on the lock after their calls answered"
+    );
     // The lock gone, the same label lands.
     let label = app
         .as_subject(
@@ -293,9 +297,11 @@ async fn finding2_2_postgres_lock_waits_end_within_the_write_timeout() {
 async fn finding2_3_redirects_are_never_followed_and_task_ids_are_checked() {
     let elsewhere = Fake::start(|_| http(201, &[], b"{}")).await;
     let to = elsewhere.url.clone();
-    let hook = Fake::start(move |r| http(308, &[("Location", &format!("{to}{}", r.path))], b"")).await;
+    let hook =
+        Fake::start(move |r| http(308, &[("Location", &format!("{to}{}", r.path))], b"")).await;
     let to = elsewhere.url.clone();
-    let fhir = Fake::start(move |r| http(307, &[("Location", &format!("{to}{}", r.path))], b"")).await;
+    let fhir =
+        Fake::start(move |r| http(307, &[("Location", &format!("{to}{}", r.path))], b"")).await;
     let app = spawn_app_with(true, |s| {
         shadow(s);
         s.webhooks.max_backoff_seconds = 1;
@@ -306,11 +312,17 @@ async fn finding2_3_redirects_are_never_followed_and_task_ids_are_checked() {
     })
     .await;
     route_one(&app).await;
-    until("the webhook target and the FHIR server are tried twice", 10, || {
-        hook.seen().len() >= 2 && fhir.seen().len() >= 2
-    })
+    until(
+        "the webhook target and the FHIR server are tried twice",
+        10,
+        || hook.seen().len() >= 2 && fhir.seen().len() >= 2,
+    )
     .await;
-    assert!(elsewhere.seen().is_empty(), "a redirect was followed: {:?}", elsewhere.seen());
+    assert!(
+        elsewhere.seen().is_empty(),
+        "a redirect was followed: {:?}",
+        elsewhere.seen()
+    );
     let m = app.metrics().await;
     assert!(
         metric_value(&m, r#"triaged_webhook_deliveries_total{outcome="failed"}"#).unwrap() >= 2.0,
@@ -343,10 +355,7 @@ async fn finding2_3_redirects_are_never_followed_and_task_ids_are_checked() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not a FHIR id"), "{e}");
-    let e = client
-        .read("../../../evil/x?steal=")
-        .await
-        .unwrap_err();
+    let e = client.read("../../../evil/x?steal=").await.unwrap_err();
     assert!(e.to_string().contains("not a FHIR id"), "{e}");
     assert!(
         evil.seen().iter().all(|r| !r.path.contains("evil")),
@@ -366,7 +375,8 @@ async fn finding2_4_a_body_that_never_ends_gets_408_within_the_deadline() {
               Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
         )
         .unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let t = Instant::now();
         let mut got = Vec::new();
         // Trickle a byte every 300 ms: each arrives well within any idle
@@ -453,13 +463,17 @@ async fn finding2_6_a_hanging_webhook_target_delays_no_other() {
     for _ in 0..5 {
         ids.push(route_one(&app).await);
     }
-    until("the healthy target gets every event while the other hangs", 5, || {
-        let got = healthy.seen();
-        ids.iter().all(|id| {
-            got.iter()
-                .any(|r| String::from_utf8_lossy(&r.body).contains(id.as_str()))
-        })
-    })
+    until(
+        "the healthy target gets every event while the other hangs",
+        5,
+        || {
+            let got = healthy.seen();
+            ids.iter().all(|id| {
+                got.iter()
+                    .any(|r| String::from_utf8_lossy(&r.body).contains(id.as_str()))
+            })
+        },
+    )
     .await;
     assert!(!hanging.seen().is_empty(), "the hanging target was tried");
 }
@@ -474,7 +488,9 @@ async fn finding2_7_fhir_answers_are_read_up_to_a_bound() {
     .await;
     // No Content-Length: read until the connection closes.
     let streamed = Fake::start(move |_| {
-        let mut b = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/fhir+json\r\n\r\n".to_vec();
+        let mut b =
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/fhir+json\r\n\r\n"
+                .to_vec();
         b.extend_from_slice(&huge);
         Answer::Bytes(b)
     })
@@ -605,11 +621,15 @@ async fn finding2_10_reviewers_are_blind_until_they_answer() {
         .await
         .unwrap();
     assert!(admin.get("model_class").is_some(), "{admin}");
-    let l = as_("r", reqwest::Method::POST, format!("/v1/reviews/{id}/labels"))
-        .json(&json!({"label": 0}))
-        .send()
-        .await
-        .unwrap();
+    let l = as_(
+        "r",
+        reqwest::Method::POST,
+        format!("/v1/reviews/{id}/labels"),
+    )
+    .json(&json!({"label": 0}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(l.status(), 200);
     let after: Value = as_("r", reqwest::Method::GET, format!("/v1/reviews/{id}"))
         .send()
@@ -635,7 +655,10 @@ async fn finding2_11_cross_site_state_changes_are_refused() {
         ("no Content-Type", plain.post(&claim), 415),
         (
             "text/plain",
-            plain.post(&claim).header("content-type", "text/plain").body("{}"),
+            plain
+                .post(&claim)
+                .header("content-type", "text/plain")
+                .body("{}"),
             415,
         ),
         (

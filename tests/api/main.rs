@@ -10,6 +10,7 @@ mod consensus;
 mod console;
 mod errors;
 mod hardening;
+mod hardening2;
 mod images;
 mod lifecycle;
 mod metrics;

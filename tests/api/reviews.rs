@@ -396,7 +396,9 @@ async fn shadow_mode_agreement_is_queryable() {
 async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
     // A receiver that fails the first two deliveries.
     let calls = Arc::new(AtomicUsize::new(0));
-    let received: Arc<Mutex<Vec<(String, String, String, String)>>> = Arc::default();
+    // (event, signature, body, delivery id) of each accepted delivery.
+    type Delivery = (String, String, String, String);
+    let received: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let (c, r) = (calls.clone(), received.clone());
     let receiver = actix_web::HttpServer::new(move || {
         let (c, r) = (c.clone(), r.clone());
@@ -457,7 +459,9 @@ async fn webhooks_are_signed_and_retried_until_the_receiver_accepts() {
         calls.load(Ordering::SeqCst)
     );
     let (event, signature, body, delivery) = &got[0];
-    let delivery: i64 = delivery.parse().expect("X-Triaged-Delivery is the outbox id");
+    let delivery: i64 = delivery
+        .parse()
+        .expect("X-Triaged-Delivery is the outbox id");
     assert_eq!(event, "case.created");
     assert!(body.contains(&id));
     // The signature covers a timestamp, the delivery id and the body: a receiver recomputes it

@@ -444,7 +444,8 @@ fn flatten(
                     || (x.fract() == 0.0 && x >= lo && x < hi);
                 if !fits {
                     return Err(ApiError::BadRequest(format!(
-                        "input '{name}' holds {n}, which its integer datatype cannot represent"
+                        "input '{name}' value {} is {n}, which its integer datatype cannot represent",
+                        out.len()
                     )));
                 }
             }

@@ -1,19 +1,23 @@
 //! `triaged calibrate`: fits a policy on a bundle's calibration split and writes
-//! `policy.json` into the bundle, versioned with the model.
+//! `policy.json` into the bundle, versioned with the model. An offline command
+//! beside `train` and `eval` (it runs the model over a data set and reuses
+//! `eval`'s estimates); the serving side, `policy`, only reads what it writes.
 
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::budget::upper_quantile;
-use super::risk::{certify_parts, Scored};
-use super::spec::{AuditSpec, CalibrationInfo, PolicySpec, ReviewerSpec, RuleSpec, FORMAT_VERSION};
-use super::system::{self, SystemCase};
-use super::ThresholdScore;
 use crate::data::targets::{model_error_target, queue_panel, MAX_PANEL};
 use crate::data::{Dataset, Split};
 use crate::eval::{self, EvalOptions};
 use crate::model::Predictor;
+use crate::policy::budget::upper_quantile;
+use crate::policy::risk::{certify_parts, Scored};
+use crate::policy::spec::{
+    AuditSpec, CalibrationInfo, PolicySpec, ReviewerSpec, RuleSpec, FORMAT_VERSION,
+};
+use crate::policy::system::{self, SystemCase};
+use crate::policy::ThresholdScore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
