@@ -13,6 +13,7 @@
 //! - [`policy`]: triage decisions (automate / review, why, how many reviewers),
 //!   calibrated policies and certificates; [`stats`]: exact binomial statistics.
 //! - [`config`]: layered settings; [`startup`]: `Application::build`;
+//!   [`background`]: the supervised background loops;
 //!   [`registry`]: served models and atomic reload; [`batch`]: the batching queue
 //!   and inference thread; [`api`]: HTTP routes and problem+json errors;
 //!   [`metrics`]: every Prometheus metric.
@@ -30,6 +31,7 @@
 pub mod api;
 pub mod audit_monitor;
 pub mod auth;
+pub mod background;
 pub mod batch;
 pub mod calibrate;
 pub mod cli;

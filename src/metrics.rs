@@ -41,6 +41,7 @@ pub struct Metrics {
     pub review_model_agreement: IntCounterVec,
     pub review_disagreement: prometheus::Histogram,
     pub review_lease_expiries: prometheus::IntCounter,
+    pub background_failures: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
     pub fhir_requests: IntCounterVec,
     pub fhir_oldest_undelivered: Gauge,
@@ -162,6 +163,13 @@ impl Metrics {
                     "Pairwise disagreement D among the reviewers of each resolved case with 2 or more labels."
                 )
                 .buckets(vec![0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+            )),
+            background_failures: register!(IntCounterVec::new(
+                Opts::new(
+                    "triaged_background_task_failures_total",
+                    "Background loops (webhooks, fhir, queue, sighup) that ended or died before shutdown; any makes the daemon not ready."
+                ),
+                &["task"]
             )),
             review_lease_expiries: register!(prometheus::IntCounter::new(
                 "triaged_review_lease_expiries_total",

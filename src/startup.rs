@@ -17,6 +17,7 @@ use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
+use crate::background::Supervisor;
 use crate::batch::BatchConfig;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -24,17 +25,19 @@ use crate::model::device;
 use crate::registry::Registry;
 use crate::store::{Clock, Store, StoreOptions, Subscription};
 use crate::triage::TriageCore;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How long the background loops have, all together, to stop after the HTTP
+/// server has drained.
+pub const BACKGROUND_STOP_BUDGET: Duration = Duration::from_secs(5);
 
 pub struct Application {
     port: u16,
     server: Server,
     registry: Arc<Registry>,
     metrics: Metrics,
-    /// Cancelled when the HTTP server has stopped: every background loop ends.
-    shutdown: CancellationToken,
-    background: Vec<JoinHandle<()>>,
+    /// The background loops, stopped when the HTTP server has stopped.
+    background: Supervisor,
 }
 
 impl Application {
@@ -93,30 +96,42 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = settings.server.shutdown_timeout_seconds;
-        let shutdown = CancellationToken::new();
-        let background = vec![
-            tokio::spawn(crate::webhooks::deliver_until(
-                store.clone(),
-                settings.webhooks.targets.clone(),
-                Duration::from_secs(settings.webhooks.max_backoff_seconds),
-                metrics.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(crate::fhir::publish_until(
-                store.clone(),
-                settings.fhir.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(maintain_queue(
+        let mut background = Supervisor::new(metrics.clone());
+        let shutdown = background.shutdown();
+        if !settings.webhooks.targets.is_empty() {
+            background.spawn(
+                "webhooks",
+                crate::webhooks::deliver_until(
+                    store.clone(),
+                    settings.webhooks.targets.clone(),
+                    Duration::from_secs(settings.webhooks.max_backoff_seconds),
+                    metrics.clone(),
+                    shutdown.clone(),
+                ),
+            );
+        }
+        if settings.fhir.enabled() {
+            background.spawn(
+                "fhir",
+                crate::fhir::publish_until(
+                    store.clone(),
+                    settings.fhir.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                ),
+            );
+        }
+        background.spawn(
+            "queue",
+            maintain_queue(
                 store.clone(),
                 registry.clone(),
                 metrics.clone(),
                 Duration::from_secs(settings.store.rescue_interval_seconds),
                 shutdown.clone(),
-            )),
-            spawn_sighup_reload(registry.clone(), shutdown.clone()),
-        ];
+            ),
+        );
+        background.spawn("sighup", sighup_reload(registry.clone(), shutdown.clone()));
         let decoders = match settings.server.image_decoders {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -135,6 +150,7 @@ impl Application {
             settings: Arc::new(settings),
             auth,
             store,
+            background: background.health(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -143,6 +159,7 @@ impl Application {
                 .wrap(from_fn(api::guards::same_origin_json))
                 .wrap(from_fn(api::ensure_problem_json))
                 .wrap(from_fn(api::record_metrics))
+                .wrap(from_fn(api::request_log::trace_requests))
                 .configure(|cfg| api::configure(cfg, max_body, bench_routes))
         })
         .listen(listener)?
@@ -163,7 +180,6 @@ impl Application {
             server,
             registry,
             metrics,
-            shutdown,
             background,
         })
     }
@@ -186,14 +202,13 @@ impl Application {
     }
 
     /// Runs until the server is stopped (SIGTERM, SIGINT or the handle), then
-    /// stops the background loops and waits for them.
+    /// stops the background loops and waits for them, all together, within
+    /// [`BACKGROUND_STOP_BUDGET`]: with the HTTP drain
+    /// (`server.shutdown_timeout_seconds`, 30 by default) that fits the 40–45 s
+    /// grace periods of deploy/ (systemd, compose, Kubernetes).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.shutdown.cancel();
-        for task in self.background {
-            // A loop that does not stop within a few seconds is abandoned.
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        self.background.stop(BACKGROUND_STOP_BUDGET).await;
         result
     }
 }
@@ -235,11 +250,13 @@ async fn maintain_queue(
 
 /// Reloads every model on SIGHUP, until `shutdown`.
 #[cfg(unix)]
-fn spawn_sighup_reload(registry: Arc<Registry>, shutdown: CancellationToken) -> JoinHandle<()> {
+async fn sighup_reload(registry: Arc<Registry>, shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    tokio::spawn(async move {
+    {
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload through the admin API");
+            // Not a failure of the daemon: wait for the end like the others.
+            shutdown.cancelled().await;
             return;
         };
         loop {
@@ -253,10 +270,10 @@ fn spawn_sighup_reload(registry: Arc<Registry>, shutdown: CancellationToken) -> 
             // Coalesce a burst of signals into one reload.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    })
+    }
 }
 
 #[cfg(not(unix))]
-fn spawn_sighup_reload(_registry: Arc<Registry>, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move { shutdown.cancelled().await })
+async fn sighup_reload(_registry: Arc<Registry>, shutdown: CancellationToken) {
+    shutdown.cancelled().await
 }

@@ -87,7 +87,17 @@ pub async fn deliver_until(
             shutdown.clone(),
         ));
     }
-    while loops.join_next().await.is_some() {}
+    // A target's loop that ends before shutdown (it panicked) ends delivery,
+    // so the supervisor (crate::background) reports it and the daemon turns
+    // not ready, rather than one target silently never hearing again.
+    while let Some(ended) = loops.join_next().await {
+        if !shutdown.is_cancelled() {
+            if let Err(e) = ended {
+                tracing::error!(error = %e, "a webhook target's delivery loop died");
+            }
+            return;
+        }
+    }
 }
 
 /// Delivers one target's events until `shutdown`. After a failed attempt the

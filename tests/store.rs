@@ -959,6 +959,7 @@ async fn finding2_5_one_reviewer_can_neither_hoard_nor_dead_letter_the_queue(db:
     let done = store
         .requeue(
             &[dr_c.case.id.clone(), last.clone(), "nope".into()],
+            None,
             ("root", "admin"),
             "looked at it",
         )

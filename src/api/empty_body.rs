@@ -19,6 +19,17 @@ use super::problem::ApiError;
 #[schema(example = json!({}))]
 pub struct EmptyBody {}
 
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Bodies longer than this are not read: `{}` with whitespace fits many times.
 const MAX_EMPTY_BODY: usize = 1024;
 
@@ -40,12 +51,22 @@ impl FromRequest for EmptyBody {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(EmptyBody {});
             }
-            serde_json::from_slice::<EmptyBody>(&bytes).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => ApiError::Unprocessable(format!(
-                    "this route takes no parameters: send no body or {{}} ({e})"
-                )),
-                _ => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
-            })
+            // Parsed as a value first: serde would take `[]` for a struct
+            // without fields, but only the empty object is `{}`.
+            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
+            })?;
+            match value {
+                serde_json::Value::Object(fields) if fields.is_empty() => Ok(EmptyBody {}),
+                serde_json::Value::Object(fields) => Err(ApiError::Unprocessable(format!(
+                    "this route takes no parameters (got '{}'): send no body or {{}}",
+                    fields.keys().next().map(String::as_str).unwrap_or_default()
+                ))),
+                other => Err(ApiError::Unprocessable(format!(
+                    "this route takes no parameters: send no body or {{}}, not {}",
+                    json_kind(&other)
+                ))),
+            }
         })
     }
 }

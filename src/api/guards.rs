@@ -1,8 +1,8 @@
 //! Checks every request passes before any handler sees it, as actix
 //! middleware:
 //!
-//! - [`same_origin_json`]: a state-changing request (any method but GET, HEAD
-//!   and OPTIONS) must say `Content-Type: application/json` and may not come
+//! - [`same_origin_json`]: a state-changing request (POST, PUT, PATCH or
+//!   DELETE) must say `Content-Type: application/json` and may not come
 //!   from another origin. A browser lets any page send a cross-site POST with no
 //!   body or a form's content type without asking the server first (no CORS
 //!   preflight); such a request never reaches a handler here, so a loopback
@@ -36,9 +36,14 @@ use futures_core::Stream;
 use super::problem::problem_response;
 use super::AppState;
 
-/// Whether `method` can change state (everything but the safe methods).
+/// Whether `method` can change state. Other methods (the safe ones, and any a
+/// browser cannot send cross-site without a preflight) change nothing here:
+/// they are answered 404/405 or read-only.
 fn changes_state(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 /// The OIP inference routes, which take bodies without a `Content-Type`.
@@ -121,6 +126,10 @@ pub async fn same_origin_json(
             .get(name)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
     };
+    // A method the path does not serve is answered 405 (or 404) by the router.
+    if !super::serves(req.method().as_str(), req.path()) {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
     let host = req.connection_info().host().to_string();
     if let Some((status, slug, detail)) = refusal(
         req.method(),
@@ -227,6 +236,7 @@ mod tests {
             refused(Method::GET, "/v1/reviews/x", Some("http://evil"), None),
             None
         );
+        assert_eq!(refused(Method::TRACE, "/metrics", None, None), None);
         assert_eq!(refused(Method::POST, "/v1/reviews/claim", None, json), None);
         assert_eq!(
             refused(

@@ -4,7 +4,8 @@
 //! shares: request metrics, and a guarantee that every error leaves as
 //! `application/problem+json`, and a 405 with `Allow` for a known path asked
 //! with a method it does not serve; [`guards`] refuses cross-site and non-JSON
-//! state-changing requests and bodies that outlive the request deadline. The reviewer console (`/console/`) is a page
+//! state-changing requests and bodies that outlive the request deadline;
+//! [`request_log`] gives every request an id, a span and one access-log line. The reviewer console (`/console/`) is a page
 //! over this same public API.
 
 pub mod bench;
@@ -20,6 +21,7 @@ pub mod oip;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod request_log;
 pub mod requeue;
 pub mod reviews;
 pub mod triage;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub triage: crate::triage::TriageCore,
     /// The server-wide budget for decoding images.
     pub images: image_input::ImageBudget,
+    /// Whether every background loop still runs (part of readiness).
+    pub background: Arc<crate::background::Health>,
 }
 
 /// Registers every route on an actix `App`; `bench_routes` adds the bench-only
@@ -141,6 +145,14 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         "no route for {} {path}",
         req.method()
     )))
+}
+
+/// Whether a handler serves `method` on `path`: one of the OpenAPI document's
+/// operations, or a bench route (never documented). Anything else is answered
+/// 404 or 405 by [`not_found`].
+pub(crate) fn serves(method: &str, path: &str) -> bool {
+    path.starts_with("/bench/")
+        || Route::most_specific(path).is_some_and(|r| r.methods.contains(&method))
 }
 
 /// A path template of the OpenAPI document and the methods it serves.

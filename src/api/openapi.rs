@@ -97,7 +97,8 @@ impl Modify for CrossFieldRules {
 /// The answers [`super::guards`] gives any state-changing request before its
 /// handler runs: 403 from another origin, 415 without `application/json`, 408
 /// when the body outlives the request deadline. Added to every POST, PUT,
-/// PATCH and DELETE that does not document them already.
+/// PATCH and DELETE that does not document them already; so are the refusals
+/// of [`super::empty_body::EmptyBody`] on the actions that take no parameters.
 struct GuardResponses;
 
 impl Modify for GuardResponses {
@@ -126,7 +127,23 @@ impl Modify for GuardResponses {
             .into_iter()
             .filter_map(Option::as_mut)
             {
+                let takes_no_parameters = op.request_body.as_ref().is_some_and(|b| {
+                    b.content.values().any(|c| {
+                        matches!(&c.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/EmptyBody"))
+                    })
+                });
                 let responses = &mut op.responses.responses;
+                if takes_no_parameters {
+                    for (status, description) in [
+                        ("400", "The body is not JSON"),
+                        ("413", "The body is larger than an empty object needs"),
+                        ("422", "A body other than nothing or {}"),
+                    ] {
+                        responses
+                            .entry(status.to_string())
+                            .or_insert_with(|| problem(description));
+                    }
+                }
                 for (status, description) in [
                     ("403", "Not allowed, or sent from another origin"),
                     (

@@ -41,7 +41,8 @@ pub struct BulkRequeueRequest {
     /// (of `model`, when given), oldest first, 1000 at most per call.
     #[schema(max_items = 1000)]
     pub ids: Option<Vec<String>>,
-    /// Only this model's cases (without `ids`).
+    /// Only this model's cases (listed cases of another model are left as
+    /// they are, answered `other_model`).
     pub model: Option<String>,
 }
 
@@ -77,7 +78,7 @@ pub async fn requeue_one(
     let ids = [id.into_inner()];
     let mut done = state
         .store
-        .requeue(&ids, (&caller.subject, caller.role.name()), reason)
+        .requeue(&ids, None, (&caller.subject, caller.role.name()), reason)
         .await?;
     let one = done.pop().expect("one outcome per id");
     match &one.outcome {
@@ -85,6 +86,11 @@ pub async fn requeue_one(
         RequeueOutcome::NotFound => Err(ApiError::NotFound(format!("no case '{}'", one.id))),
         RequeueOutcome::NotDeadLetter(status) => Err(ApiError::Conflict(format!(
             "case '{}' is {status}, not dead_letter: nothing to requeue",
+            one.id
+        ))),
+        // No model filter is asked for one case, so none can differ.
+        RequeueOutcome::OtherModel(m) => Err(ApiError::Internal(format!(
+            "case '{}' of model '{m}' was filtered by model",
             one.id
         ))),
     }
@@ -100,7 +106,7 @@ pub async fn requeue_one(
               (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
               (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-              (status = 422, description = "Too many ids, ids with a model, or a reason too long", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Too many ids, or a reason too long", body = Problem, content_type = "application/problem+json"),
               (status = 503, description = "The review queue is unavailable", body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/admin/reviews/requeue")]
 pub async fn requeue_many(
@@ -109,28 +115,19 @@ pub async fn requeue_many(
     body: web::Json<BulkRequeueRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let reason = checked_reason(&body.reason)?;
-    let ids = match (&body.ids, &body.model) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::Unprocessable(
-                "give ids or model, not both".into(),
-            ))
-        }
-        (Some(ids), None) if ids.len() > MAX_BULK => {
+    let model = body.model.as_deref();
+    let ids = match &body.ids {
+        Some(ids) if ids.len() > MAX_BULK => {
             return Err(ApiError::Unprocessable(format!(
                 "at most {MAX_BULK} ids per call"
             )))
         }
-        (Some(ids), None) => ids.clone(),
-        (None, model) => {
-            state
-                .store
-                .dead_letter_ids(model.as_deref(), MAX_BULK as i64)
-                .await?
-        }
+        Some(ids) => ids.clone(),
+        None => state.store.dead_letter_ids(model, MAX_BULK as i64).await?,
     };
     let done = state
         .store
-        .requeue(&ids, (&caller.subject, caller.role.name()), reason)
+        .requeue(&ids, model, (&caller.subject, caller.role.name()), reason)
         .await?;
     Ok(HttpResponse::Ok().json(done))
 }

@@ -30,6 +30,8 @@ pub enum RequeueOutcome {
     NotFound,
     /// The case is in this status, not `dead_letter`: unchanged.
     NotDeadLetter(String),
+    /// The case is of this model, not the one asked for: unchanged.
+    OtherModel(String),
 }
 
 /// A claimed case and the lease on it.
@@ -290,11 +292,13 @@ impl Store {
     }
 
     /// Brings dead-lettered cases back to `pending` (an admin looked at them),
-    /// with their lapse counts cleared, each audited with `reason`. Returns what
-    /// happened to each id, in order; one transaction for all.
+    /// with their lapse counts cleared, each audited with `reason`; with
+    /// `model`, only cases of that model. Returns what happened to each id, in
+    /// order; one transaction for all.
     pub async fn requeue(
         &self,
         ids: &[String],
+        model: Option<&str>,
         (actor, role): (&str, &str),
         reason: &str,
     ) -> StoreResult<Vec<Requeued>> {
@@ -302,14 +306,17 @@ impl Store {
         let now = self.now_in(&mut tx).await?;
         let mut outcomes = Vec::with_capacity(ids.len());
         for id in ids {
-            let status: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM cases WHERE id = $1")
+            let found: Option<(String, String)> =
+                sqlx::query_as("SELECT status, model FROM cases WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let outcome = match status {
+            let outcome = match found {
                 None => RequeueOutcome::NotFound,
-                Some((s,)) if s != CaseStatus::DeadLetter.as_str() => {
+                Some((_, m)) if model.is_some_and(|want| want != m) => {
+                    RequeueOutcome::OtherModel(m)
+                }
+                Some((s, _)) if s != CaseStatus::DeadLetter.as_str() => {
                     RequeueOutcome::NotDeadLetter(s)
                 }
                 Some(_) => {

@@ -19,5 +19,6 @@ mod oip;
 mod openapi;
 mod policy;
 mod reload;
+mod request_ids;
 mod reviews;
 mod triage;

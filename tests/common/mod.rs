@@ -39,9 +39,15 @@ pub fn sqlite() -> TestDb {
 }
 
 /// A fresh PostgreSQL database, or `None` (with a note) when
-/// `TRIAGED_TEST_POSTGRES_URL` is unset. CI always sets it.
+/// `TRIAGED_TEST_POSTGRES_URL` is unset — unless `TRIAGED_REQUIRE_POSTGRES=1`
+/// (CI sets it), when a missing URL fails the test instead of skipping it, so
+/// a green run cannot hide skipped PostgreSQL tests.
 pub async fn postgres() -> Option<TestDb> {
     let Ok(admin_url) = std::env::var("TRIAGED_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("TRIAGED_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "TRIAGED_REQUIRE_POSTGRES=1 but TRIAGED_TEST_POSTGRES_URL is unset"
+        );
         eprintln!("TRIAGED_TEST_POSTGRES_URL is unset: skipping the PostgreSQL variant");
         return None;
     };

@@ -153,7 +153,8 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(get, path = "/v2/health/ready", tag = "oip", responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 #[get("/v2/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let ready = state.registry.is_ready();
+    // Ready: the default model serves and no background loop has died.
+    let ready = state.registry.is_ready() && state.background.all_running();
     let mut resp = if ready {
         HttpResponse::Ok()
     } else {
