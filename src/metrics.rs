@@ -129,7 +129,7 @@ impl Metrics {
             audit_error_bound: register!(GaugeVec::new(
                 Opts::new(
                     "triaged_audit_error_rate",
-                    "Exact (Clopper-Pearson) 95% bounds on the error rate of automated cases, from audits."
+                    "Anytime-valid bounds (a confidence sequence at the audit monitor confidence) on the error rate of automated cases, from audits; absent until the first outcome."
                 ),
                 &["model", "bound"]
             )),

@@ -1,7 +1,7 @@
 //! Regression tests for the findings of a probe of the running server, one per
 //! finding, named after it (the probe's numbering). Store-level ones are in
-//! tests/store.rs; image decoding's budget is in images.rs; the disk-full case
-//! is in tests/disk_full.rs.
+//! tests/daemons/store.rs; image decoding's budget is in images.rs; the disk-full case
+//! is in tests/daemons/disk_full.rs.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Regression tests for the second outside probe (issue "Hardening, second
 //! probe"), one per finding, named `finding2_<n>_…` after its numbering. The
 //! store-level ones (the lease cap, distinct-reviewer dead-lettering, requeue,
-//! the append-only SQLite audit log) are in tests/store.rs. Outgoing calls go
+//! the append-only SQLite audit log) are in tests/daemons/store.rs. Outgoing calls go
 //! to small HTTP servers in this file that record what they get and answer as
 //! told (or never).
 

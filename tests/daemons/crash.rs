@@ -4,7 +4,7 @@
 //! the same case. Runs on SQLite, and on PostgreSQL when
 //! `TRIAGED_TEST_POSTGRES_URL` is set.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

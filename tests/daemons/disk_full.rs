@@ -7,7 +7,7 @@
 //! as another user the test says so and does nothing (like the PostgreSQL
 //! variants without their database).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

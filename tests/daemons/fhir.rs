@@ -6,7 +6,7 @@
 //! clock. Without node or the npm install the tests skip with a note, unless
 //! `TRIAGED_REQUIRE_FHIR_SERVER` is set (CI sets it): then they fail.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! training run calibrated on the second set, a bundle that loads, evaluates, and
 //! answers the same for a batch as for each image alone.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::{cifar10h, cifar10n};

@@ -1,6 +1,6 @@
 //! The review-queue store: the same suite against SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! drain it without any case being held twice or getting more (or fewer)
 //! reviewers than it needs. Needs `TRIAGED_TEST_POSTGRES_URL` (CI sets it).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
