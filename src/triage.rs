@@ -89,6 +89,23 @@ pub struct TriageRequest {
     pub patients: Vec<Option<String>>,
 }
 
+/// The per-request limit on cases (`server.max_instances`), checked here and
+/// nowhere else: `/v1` and `/v2` call it as soon as they know the count, before
+/// anything is decoded, and the core again before it predicts.
+pub fn check_batch(cases: usize, max: usize) -> Result<(), TriageError> {
+    if cases == 0 {
+        return Err(TriageError::Invalid(
+            "the request is empty: send at least one case".into(),
+        ));
+    }
+    if cases > max {
+        return Err(TriageError::Invalid(format!(
+            "{cases} cases in one request; at most {max} are accepted"
+        )));
+    }
+    Ok(())
+}
+
 pub struct TriageCore {
     store: Arc<Store>,
     metrics: Metrics,
@@ -123,20 +140,11 @@ impl TriageCore {
         self.max_instances
     }
 
-    /// Checks the number of cases against the per-request limit.
+    /// Checks the number of cases against the per-request limit
+    /// (`server.max_instances`): the one place it is checked. Each protocol
+    /// calls it as soon as it knows the count, before anything is decoded.
     pub fn check_batch(&self, cases: usize) -> Result<(), TriageError> {
-        if cases == 0 {
-            return Err(TriageError::Invalid(
-                "no cases: send at least one instance".into(),
-            ));
-        }
-        if cases > self.max_instances {
-            return Err(TriageError::Invalid(format!(
-                "{cases} cases in one request; at most {} are accepted",
-                self.max_instances
-            )));
-        }
-        Ok(())
+        check_batch(cases, self.max_instances)
     }
 
     /// A key for `request_id` (checked: 1 to 200 characters) scoped to the

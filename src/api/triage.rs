@@ -174,17 +174,7 @@ pub(super) fn parse_rows(
     model: &LoadedModel,
     max_instances: usize,
 ) -> Result<Rows, ApiError> {
-    if instances.is_empty() {
-        return Err(ApiError::Unprocessable(
-            "'instances' is empty: send at least one case".into(),
-        ));
-    }
-    if instances.len() > max_instances {
-        return Err(ApiError::Unprocessable(format!(
-            "{} instances in one request; at most {max_instances} are accepted",
-            instances.len()
-        )));
-    }
+    crate::triage::check_batch(instances.len(), max_instances)?;
     match &model.manifest.input {
         InputSchema::Features { features } => {
             parse_feature_rows(instances, model, features).map(Rows::Ready)

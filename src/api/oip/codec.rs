@@ -133,17 +133,10 @@ pub fn pick_input<'a>(
     })
 }
 
-/// Refuses empty and oversized batches before any value is read.
+/// Refuses empty and oversized batches before any value is read (the core's
+/// check; the protocol reports it as a bad request).
 fn check_batch(cases: usize, max: usize) -> Result<(), ApiError> {
-    if cases == 0 {
-        return Err(ApiError::BadRequest("the batch is empty".into()));
-    }
-    if cases > max {
-        return Err(ApiError::BadRequest(format!(
-            "batch of {cases}; at most {max} cases per request"
-        )));
-    }
-    Ok(())
+    crate::triage::check_batch(cases, max).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// A feature model's input: FP32 (or any numeric) `[batch, D]` → rows and count.
