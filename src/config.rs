@@ -306,6 +306,16 @@ impl Settings {
             self.batch.request_timeout_ms > 0,
             "batch.request_timeout_ms must be positive"
         );
+        // The outbox keys a target by its URL: two targets with one URL would
+        // share (and steal) each other's events, signed with the wrong secret.
+        let mut urls = std::collections::BTreeSet::new();
+        for (i, t) in self.webhooks.targets.iter().enumerate() {
+            anyhow::ensure!(
+                urls.insert(t.url.expose()),
+                "webhooks.targets[{i}] repeats the url of an earlier target ({}): give each target its own url",
+                t.url
+            );
+        }
         anyhow::ensure!(
             self.store.max_leases_per_reviewer >= 1 && self.store.max_lease_failures >= 1,
             "store.max_leases_per_reviewer and store.max_lease_failures must be at least 1"

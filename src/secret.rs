@@ -113,8 +113,10 @@ impl<'de> Deserialize<'de> for SecretUrl {
 }
 
 /// The URL without secrets, for logs and errors: the password of `user:pass@`
-/// and the value of any query parameter whose name says password, secret,
-/// token, key or signature.
+/// (a user info without a colon, often a token on its own, entirely), the value
+/// of any query parameter whose name says password, secret, token, key,
+/// signature, auth or code, and — for http(s) URLs — every path segment after
+/// the first (webhook URLs such as Slack's carry their secret in the path).
 pub fn redact_url(url: &str) -> String {
     // A fragment never leaves the client, but may hold a token all the same.
     let url = url.split('#').next().unwrap_or_default();
@@ -127,11 +129,12 @@ pub fn redact_url(url: &str) -> String {
             let creds = &base[s + 3..at];
             match creds.split_once(':') {
                 Some((user, _)) => format!("{}://{user}:***{}", &base[..s], &base[at..]),
-                None => base.to_string(),
+                None => format!("{}://***{}", &base[..s], &base[at..]),
             }
         }
         _ => base.to_string(),
     };
+    let base = elide_deep_path(&base);
     let Some(query) = query else { return base };
     let query: Vec<String> = query
         .split('&')
@@ -141,6 +144,27 @@ pub fn redact_url(url: &str) -> String {
         })
         .collect();
     format!("{base}?{}", query.join("&"))
+}
+
+/// `http(s)://host/a/b/c` -> `http(s)://host/a/…`.
+fn elide_deep_path(base: &str) -> String {
+    let Some(rest) = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))
+    else {
+        return base.to_string();
+    };
+    let scheme_len = base.len() - rest.len();
+    let Some(slash) = rest.find('/') else {
+        return base.to_string();
+    };
+    let path = &rest[slash + 1..];
+    match path.split_once('/') {
+        Some((first, more)) if !more.is_empty() => {
+            format!("{}/{first}/…", &base[..scheme_len + slash])
+        }
+        _ => base.to_string(),
+    }
 }
 
 fn is_secret_param(key: &str) -> bool {
@@ -166,6 +190,13 @@ mod tests {
         assert_eq!(redact_url("sqlite:///tmp/q.db"), "sqlite:///tmp/q.db");
         let r = redact_url("http://user:hunter2@h/hook?token=abc&x=1#access_token=zz");
         assert_eq!(r, "http://user:***@h/hook?token=***&x=1");
+        assert_eq!(redact_url("http://s3cr3t@h:8/x"), "http://***@h:8/x");
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T000/B000/XXXXsecret"),
+            "https://hooks.slack.com/services/…"
+        );
+        assert_eq!(redact_url("http://fhir.local/R4"), "http://fhir.local/R4");
+        assert_eq!(redact_url("http://h/fhir/R4"), "http://h/fhir/…");
     }
 
     #[test]

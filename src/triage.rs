@@ -161,6 +161,12 @@ impl TriageCore {
                 "request_id must have 1 to {MAX_REQUEST_ID_LEN} characters"
             )));
         }
+        // Stored as text: a NUL cannot be (PostgreSQL), nor should any control.
+        if request_id.chars().any(char::is_control) {
+            return Err(TriageError::Invalid(
+                "request_id holds a control character".into(),
+            ));
+        }
         Ok(IdempotencyKey {
             subject: subject.to_string(),
             model: model.to_string(),

@@ -27,12 +27,15 @@ use crate::store::Store;
 
 /// How often a target's outbox rows are polled when there is nothing due.
 const POLL: Duration = Duration::from_millis(250);
-/// How long claimed events are held by this daemon while it delivers them.
-const HOLD_MS: i64 = 60_000;
-/// Events claimed at once for one target.
-const BATCH: i64 = 16;
 /// One delivery attempt's deadline (connect, send, answer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events claimed at once for one target.
+const BATCH: i64 = 4;
+/// How long claimed events are held by this daemon while it delivers them:
+/// longer than a whole batch can take (BATCH attempts at ATTEMPT_TIMEOUT), so
+/// no other daemon claims an event this one is still going to send.
+const HOLD_MS: i64 = 60_000;
+const _: () = assert!(HOLD_MS > BATCH * ATTEMPT_TIMEOUT.as_millis() as i64 + 10_000);
 
 /// Hex HMAC-SHA256 of `message` under `secret`.
 fn hmac_hex(secret: &str, message: &[u8]) -> String {

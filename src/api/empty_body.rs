@@ -38,6 +38,19 @@ impl FromRequest for EmptyBody {
     type Future = Pin<Box<dyn Future<Output = Result<EmptyBody, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        // Belt and braces with the CSRF guard (api/guards.rs): an action is
+        // JSON, even an empty one.
+        let json = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Box::pin(std::future::ready(Err(ApiError::UnsupportedMediaType(
+                "an action must say Content-Type: application/json, even with no body".into(),
+            ))));
+        }
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let bytes = bytes.await.map_err(|e| {

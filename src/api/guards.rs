@@ -11,11 +11,16 @@
 //!   clients (tritonclient) send no `Content-Type` and may send binary tensors:
 //!   there only the form content types are refused, and foreign origins as
 //!   everywhere.
+//!   Paths are judged as the router matches them (percent-decoded), and a NUL
+//!   in the path or query is a 400 (no database can store it).
 //! - [`bounded_body`]: the request body must arrive within the request deadline
 //!   (`batch.request_timeout_ms`), measured from when the head arrived: a body
-//!   that never ends, or trickles a byte every few seconds, gets a 408 and its
-//!   connection is closed, instead of holding the connection (and a file
-//!   descriptor) forever.
+//!   that never ends, or trickles a byte every few seconds, gets a 408 within
+//!   the deadline, and nothing waits on it any more. actix-http still drains
+//!   the rest of a chunked body from a client that keeps sending (the
+//!   `Connection: close` asked for here is not honoured then), so a client
+//!   trickling forever keeps its socket: bound request bodies at the proxy too
+//!   (nginx `client_body_timeout`), as SECURITY.md says.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -126,14 +131,26 @@ pub async fn same_origin_json(
             .get(name)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
     };
+    // The path as the router matches it: percent-decoded (`/v1/reviews/%63laim`
+    // is the claim route), so the guard and the router never disagree.
+    let path = req.match_info().as_str().to_string();
+    if path.contains('\0') || req.query_string().contains("%00") {
+        let resp = problem_response(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "a NUL character in the path or the query",
+            path.starts_with("/v2"),
+        );
+        return Ok(req.into_response(resp));
+    }
     // A method the path does not serve is answered 405 (or 404) by the router.
-    if !super::serves(req.method().as_str(), req.path()) {
+    if !super::serves(req.method().as_str(), &path) {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let host = req.connection_info().host().to_string();
     if let Some((status, slug, detail)) = refusal(
         req.method(),
-        req.path(),
+        &path,
         header(header::ORIGIN),
         &host,
         header(header::CONTENT_TYPE),
@@ -171,7 +188,7 @@ pub async fn bounded_body(
         return Ok(res.map_into_boxed_body());
     }
     // Whatever the handler made of the failed read, the answer is a 408, and
-    // the rest of the body is never read: the connection closes.
+    // no handler waits for the rest of the body (actix may still drain it).
     let oip = res.request().path().starts_with("/v2");
     let mut resp = problem_response(
         StatusCode::REQUEST_TIMEOUT,

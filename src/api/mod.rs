@@ -155,6 +155,18 @@ pub(crate) fn serves(method: &str, path: &str) -> bool {
         || Route::most_specific(path).is_some_and(|r| r.methods.contains(&method))
 }
 
+/// Refuses (422) text from a client that would be stored with control
+/// characters in it: a NUL cannot be stored by PostgreSQL at all (it would be a
+/// 503), and the others have no business in ids, identifiers or reasons.
+pub(crate) fn plain_text(what: &str, s: &str) -> Result<(), ApiError> {
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "{what} holds a control character"
+        )));
+    }
+    Ok(())
+}
+
 /// A path template of the OpenAPI document and the methods it serves.
 struct Route {
     /// `None` for a `{param}` segment (any non-empty segment).

@@ -231,8 +231,12 @@ pub async fn record_audit(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "recalibrated on March data; drift reviewed with the clinic"}))]
 pub struct ClearFallback {
-    /// Recorded in the audit log (1 to 1000 characters).
-    #[schema(min_length = 1, max_length = 1000)]
+    /// Recorded in the audit log (1 to 1000 characters, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -263,6 +267,7 @@ pub async fn clear_fallback(
 ) -> Result<HttpResponse, ApiError> {
     let m = served_model(&state, &model)?;
     let reason = body.reason.trim();
+    super::plain_text("reason", reason)?;
     if reason.is_empty() || reason.len() > 1000 {
         return Err(ApiError::Unprocessable(
             "say what was done about the fall-back: 'reason' needs 1 to 1000 characters".into(),

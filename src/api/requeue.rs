@@ -23,9 +23,9 @@ const MAX_REASON_CHARS: usize = 1000;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "lease lapses from a network outage; checked"}))]
 pub struct RequeueRequest {
-    /// Why, for the audit log (at most 1000 characters).
+    /// Why, for the audit log (at most 1000 characters, no control characters).
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: String,
 }
 
@@ -33,9 +33,9 @@ pub struct RequeueRequest {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "network outage on ward 3", "model": "lidc-malignancy"}))]
 pub struct BulkRequeueRequest {
-    /// Why, for the audit log (at most 1000 characters).
+    /// Why, for the audit log (at most 1000 characters, no control characters).
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: String,
     /// These cases (at most 1000); without `ids`, every dead-lettered case
     /// (of `model`, when given), oldest first, 1000 at most per call.
@@ -52,6 +52,7 @@ fn checked_reason(reason: &str) -> Result<&str, ApiError> {
             "reason is longer than {MAX_REASON_CHARS} characters"
         )));
     }
+    super::plain_text("reason", reason)?;
     Ok(reason.trim())
 }
 
@@ -123,6 +124,9 @@ pub async fn requeue_many(
             )))
         }
         Some(ids) => ids.clone(),
+        // No model is named with a control character (nor could PostgreSQL
+        // be asked about a NUL): nothing matches.
+        None if model.is_some_and(|m| m.chars().any(char::is_control)) => Vec::new(),
         None => state.store.dead_letter_ids(model, MAX_BULK as i64).await?,
     };
     let done = state

@@ -72,7 +72,11 @@ fn patients(instances: &[Instance]) -> Result<Vec<Option<String>>, ApiError> {
                     "instances[{i}].patient must have 1 to {MAX_PATIENT_LEN} characters"
                 )))
             }
-            p => Ok(p.clone()),
+            Some(p) => {
+                super::plain_text(&format!("instances[{i}].patient"), p)?;
+                Ok(Some(p.clone()))
+            }
+            None => Ok(None),
         })
         .collect()
 }

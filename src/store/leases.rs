@@ -234,6 +234,20 @@ impl Store {
     pub async fn rescue_expired(&self) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let now = self.now_in(&mut tx).await?;
+        if self.backend() == Backend::Postgres {
+            // Case rows first, in id order, as a claim takes them (case, then
+            // lease): the reverse order could deadlock with a reviewer who
+            // re-claims a case while it is rescued. A second rescuer waits here
+            // and then finds the leases gone, so lapses are counted once and in
+            // order.
+            sqlx::query(
+                "SELECT c.id FROM cases c WHERE c.id IN \
+                 (SELECT l.case_id FROM leases l WHERE l.expires_at <= $1) ORDER BY c.id FOR UPDATE",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
         let expired: Vec<(String, String)> =
             sqlx::query_as("DELETE FROM leases WHERE expires_at <= $1 RETURNING case_id, reviewer")
                 .bind(now)
@@ -306,6 +320,15 @@ impl Store {
         let now = self.now_in(&mut tx).await?;
         let mut outcomes = Vec::with_capacity(ids.len());
         for id in ids {
+            // No stored id holds a control character (and PostgreSQL cannot
+            // even be asked about a NUL).
+            if id.chars().any(char::is_control) {
+                outcomes.push(Requeued {
+                    id: id.clone(),
+                    outcome: RequeueOutcome::NotFound,
+                });
+                continue;
+            }
             let found: Option<(String, String)> =
                 sqlx::query_as("SELECT status, model FROM cases WHERE id = $1")
                     .bind(id)

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 use tokio::sync::mpsc;
 
 pub use audit::AuditEntry;
@@ -295,7 +295,7 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         match backend {
             Backend::Sqlite => {
@@ -304,9 +304,16 @@ impl Store {
                     .await?
             }
             Backend::Postgres => {
-                sqlx::migrate!("src/store/migrations/postgres")
-                    .run(&pool)
-                    .await?
+                // On a connection of its own, without the pool's lock and
+                // statement timeouts: a daemon that starts while another
+                // migrates waits for sqlx's migration lock instead of failing,
+                // and a long migration is not cancelled half-way.
+                let mut conn = sqlx::AnyConnection::connect_with(&connect).await?;
+                let migrated = sqlx::migrate!("src/store/migrations/postgres")
+                    .run(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+                migrated?
             }
         }
         let writer = cases::spawn_writer(pool.clone(), backend, options.clone());

@@ -32,21 +32,25 @@ async fn routed(app: &TestApp, rows: &[Vec<f64>]) -> Vec<String> {
 
 #[actix_web::test]
 async fn a_routed_case_is_claimed_labeled_resolved_and_exported_for_training() {
+    // Enough cases that the export's hash split (60/20/20 by case id) gives the
+    // calibration split's fitting part some for sure (with 30, about 1 run in
+    // 10 got none and training refused the data set).
+    const CASES: usize = 60;
     // Review everything (threshold 0), so every case is queued.
     let app = spawn_app_with(true, |s| s.triage.threshold = 0.0).await;
-    let rows: Vec<Vec<f64>> = (0..30).map(nodule).collect();
+    let rows: Vec<Vec<f64>> = (0..CASES).map(nodule).collect();
     let ids = routed(&app, &rows).await;
-    assert_eq!(ids.len(), 30);
+    assert_eq!(ids.len(), CASES);
     let pending: Value = app
         .get("/v1/reviews?status=pending")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(pending.as_array().unwrap().len(), 30);
+    assert_eq!(pending.as_array().unwrap().len(), CASES);
 
     let mut seen = std::collections::BTreeSet::new();
-    for i in 0..30 {
+    for i in 0..CASES {
         let claim = app
             .as_subject(Method::POST, "/v1/reviews/claim", "dr-a")
             .send()
@@ -82,7 +86,7 @@ async fn a_routed_case_is_claimed_labeled_resolved_and_exported_for_training() {
         .unwrap();
     assert_eq!(none.status(), 204, "queue empty");
     let stats: Value = app.get("/v1/reviews/stats").await.json().await.unwrap();
-    assert_eq!(stats["by_status"]["resolved"], 30);
+    assert_eq!(stats["by_status"]["resolved"], CASES);
 
     let export = app.get(&format!("/v1/reviews/export?model={MODEL}")).await;
     assert_eq!(export.status(), 200);
@@ -91,7 +95,7 @@ async fn a_routed_case_is_claimed_labeled_resolved_and_exported_for_training() {
     let path = dir.path().join("reviews.safetensors");
     std::fs::write(&path, &bytes).unwrap();
     let data = triaged::data::format::load(&path).unwrap();
-    assert_eq!(data.len(), 30);
+    assert_eq!(data.len(), CASES);
     assert_eq!(data.num_classes(), 5);
     // The next model trains on what the reviewers said.
     let out = dir.path().join("models/from-reviews/1");

@@ -401,26 +401,40 @@ pub fn tensor_values(t: &InputTensor, binary: &[u8]) -> Result<Vec<f32>, ApiErro
     Ok(out)
 }
 
-/// The values an integer datatype holds, `None` for the floating-point ones.
-fn integer_range(datatype: &str) -> Option<(f64, f64)> {
+/// The values an integer datatype holds, as exact integer bounds; `None` for
+/// the floating-point ones.
+fn integer_range(datatype: &str) -> Option<(i128, i128)> {
     Some(match datatype {
         "INT8" => (i8::MIN.into(), i8::MAX.into()),
-        "UINT8" => (0.0, u8::MAX.into()),
+        "UINT8" => (0, u8::MAX.into()),
         "INT16" => (i16::MIN.into(), i16::MAX.into()),
-        "UINT16" => (0.0, u16::MAX.into()),
+        "UINT16" => (0, u16::MAX.into()),
         "INT32" => (i32::MIN.into(), i32::MAX.into()),
-        "UINT32" => (0.0, u32::MAX.into()),
-        // ±2^63 and 2^64 are exact in f64; the bounds are checked exclusively above.
-        "INT64" => (i64::MIN as f64, i64::MAX as f64),
-        "UINT64" => (0.0, u64::MAX as f64),
+        "UINT32" => (0, u32::MAX.into()),
+        "INT64" => (i64::MIN.into(), i64::MAX.into()),
+        "UINT64" => (0, u64::MAX.into()),
         _ => return None,
     })
+}
+
+/// Whether JSON number `n` is an integer within `[lo, hi]`, compared exactly:
+/// integers as integers; a float only when integral and below `hi + 1` (a
+/// power of two, exact in f64, also for the 64-bit types whose `hi` is not).
+fn integer_fits(n: &serde_json::Number, (lo, hi): (i128, i128)) -> bool {
+    if let Some(i) = n.as_i64() {
+        return (lo..=hi).contains(&i128::from(i));
+    }
+    if let Some(u) = n.as_u64() {
+        return (lo..=hi).contains(&i128::from(u));
+    }
+    n.as_f64()
+        .is_some_and(|x| x.fract() == 0.0 && x >= lo as f64 && x < (hi + 1) as f64)
 }
 
 fn flatten(
     v: &serde_json::Value,
     name: &str,
-    range: Option<(f64, f64)>,
+    range: Option<(i128, i128)>,
     out: &mut Vec<f32>,
 ) -> Result<(), ApiError> {
     match v {
@@ -428,21 +442,15 @@ fn flatten(
             items.iter().try_for_each(|i| flatten(i, name, range, out))
         }
         serde_json::Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(f64::NAN);
-            if let Some((lo, hi)) = range {
-                // An integer tensor holds integers its datatype can represent:
-                // 2^70 in an INT64 tensor is refused, not rounded into a feature.
-                let fits = n.as_i64().is_some_and(|i| i as f64 >= lo && i as f64 <= hi)
-                    || n.as_u64().is_some_and(|u| u as f64 <= hi)
-                    || (x.fract() == 0.0 && x >= lo && x < hi);
-                if !fits {
-                    return Err(ApiError::BadRequest(format!(
-                        "input '{name}' value {} is {n}, which its integer datatype cannot represent",
-                        out.len()
-                    )));
-                }
+            // An integer tensor holds integers its datatype can represent:
+            // 2^70 in an INT64 tensor is refused, not rounded into a feature.
+            if range.is_some_and(|r| !integer_fits(n, r)) {
+                return Err(ApiError::BadRequest(format!(
+                    "input '{name}' value {} is {n}, which its integer datatype cannot represent",
+                    out.len()
+                )));
             }
-            out.push(x as f32);
+            out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
             Ok(())
         }
         serde_json::Value::Bool(b) => {
@@ -685,5 +693,42 @@ mod tests {
             feature_tensor(&huge, &[], &names, "m", 8).is_err(),
             "not finite as f32"
         );
+    }
+
+    #[test]
+    fn integer_tensors_hold_exactly_what_their_datatype_can() {
+        let n = |v: serde_json::Value| match v {
+            serde_json::Value::Number(n) => n,
+            _ => unreachable!(),
+        };
+        let u8r = super::integer_range("UINT8").unwrap();
+        assert!(super::integer_fits(&n(serde_json::json!(255)), u8r));
+        assert!(super::integer_fits(&n(serde_json::json!(255.0)), u8r));
+        assert!(!super::integer_fits(&n(serde_json::json!(256)), u8r));
+        assert!(!super::integer_fits(&n(serde_json::json!(255.5)), u8r));
+        assert!(!super::integer_fits(&n(serde_json::json!(-1)), u8r));
+        let i64r = super::integer_range("INT64").unwrap();
+        assert!(super::integer_fits(&n(serde_json::json!(i64::MAX)), i64r));
+        assert!(!super::integer_fits(
+            &n(serde_json::json!(9_223_372_036_854_775_808u64)),
+            i64r
+        ));
+        assert!(!super::integer_fits(
+            &n(serde_json::json!(2f64.powi(63))),
+            i64r
+        ));
+        assert!(!super::integer_fits(
+            &n(serde_json::json!(1.1805916207174113e21)),
+            i64r
+        ));
+        assert!(super::integer_fits(
+            &n(serde_json::json!(-(2f64.powi(63)))),
+            i64r
+        ));
+        assert!(super::integer_fits(
+            &n(serde_json::json!(u64::MAX)),
+            super::integer_range("UINT64").unwrap()
+        ));
+        assert!(super::integer_range("FP32").is_none());
     }
 }
