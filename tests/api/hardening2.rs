@@ -153,6 +153,27 @@ fn target(url: &str, secret: &str) -> WebhookTarget {
     }
 }
 
+/// A FHIR client for a fake server's `/fhir/R4`.
+fn fhir_client(fake: &Fake) -> triaged::fhir::client::FhirClient {
+    triaged::fhir::client::FhirClient::new(
+        &format!("{}/fhir/R4", fake.url),
+        "urn:triaged:case",
+        None,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+/// Why writing a Task through `client` failed (it must fail).
+async fn put_task(client: &triaged::fhir::client::FhirClient) -> String {
+    client
+        .put_by_identifier("c1", &json!({"resourceType": "Task"}))
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 /// Routes one case per call (shadow mode routes every case); its id.
 async fn route_one(app: &TestApp) -> String {
     let r = app
@@ -345,19 +366,9 @@ async fn finding2_3_redirects_are_never_followed_and_task_ids_are_checked() {
         )
     })
     .await;
-    let client = triaged::fhir::client::FhirClient::new(
-        &format!("{}/fhir/R4", evil.url),
-        "urn:triaged:case",
-        None,
-        Duration::from_secs(2),
-        Duration::from_secs(2),
-    )
-    .unwrap();
-    let e = client
-        .put_by_identifier("c1", &json!({"resourceType": "Task"}))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("not a FHIR id"), "{e}");
+    let client = fhir_client(&evil);
+    let e = put_task(&client).await;
+    assert!(e.contains("not a FHIR id"), "{e}");
     let e = client.read("../../../evil/x?steal=").await.unwrap_err();
     assert!(e.to_string().contains("not a FHIR id"), "{e}");
     assert!(
@@ -503,19 +514,8 @@ async fn finding2_7_fhir_answers_are_read_up_to_a_bound() {
     })
     .await;
     for fake in [&declared, &streamed] {
-        let client = triaged::fhir::client::FhirClient::new(
-            &format!("{}/fhir/R4", fake.url),
-            "urn:triaged:case",
-            None,
-            Duration::from_secs(2),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        let e = client
-            .put_by_identifier("c1", &json!({"resourceType": "Task"}))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+        let e = put_task(&fhir_client(fake)).await;
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
 }
 
