@@ -11,8 +11,8 @@
 //!   clients (tritonclient) send no `Content-Type` and may send binary tensors:
 //!   there only the form content types are refused, and foreign origins as
 //!   everywhere.
-//!   Paths are judged as the router matches them (percent-decoded), and a NUL
-//!   in the path or query is a 400 (no database can store it).
+//!   Paths are judged as the router matches them (percent-decoded), and a path
+//!   with a NUL names nothing (404; PostgreSQL cannot even be asked about it).
 //! - [`bounded_body`]: the request body must arrive within the request deadline
 //!   (`batch.request_timeout_ms`), measured from when the head arrived: a body
 //!   that never ends, or trickles a byte every few seconds, gets a 408 within
@@ -134,11 +134,13 @@ pub async fn same_origin_json(
     // The path as the router matches it: percent-decoded (`/v1/reviews/%63laim`
     // is the claim route), so the guard and the router never disagree.
     let path = req.match_info().as_str().to_string();
-    if path.contains('\0') || req.query_string().contains("%00") {
+    if path.contains('\0') {
+        // No case, model or version is named with a NUL (and PostgreSQL could
+        // not even be asked): nothing is there.
         let resp = problem_response(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "a NUL character in the path or the query",
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "nothing is named with a NUL character",
             path.starts_with("/v2"),
         );
         return Ok(req.into_response(resp));

@@ -167,6 +167,17 @@ pub(crate) fn plain_text(what: &str, s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A name or id from a query string, as a lookup in the store takes it: a NUL
+/// (which PostgreSQL cannot hold, so no stored name has one) becomes U+FFFD,
+/// so the lookup finds nothing, as it should, instead of failing with a 503.
+pub(crate) fn lookup_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// A path template of the OpenAPI document and the methods it serves.
 struct Route {
     /// `None` for a `{param}` segment (any non-empty segment).

@@ -435,7 +435,12 @@ pub async fn list(
         .transpose()?;
     let cases = state
         .store
-        .list_cases(status, q.model.as_deref(), limit, q.offset.unwrap_or(0))
+        .list_cases(
+            status,
+            q.model.as_deref().map(super::lookup_text).as_deref(),
+            limit,
+            q.offset.unwrap_or(0),
+        )
         .await?;
     let detail = format!(
         "status={:?} model={:?} n={}",
@@ -540,7 +545,11 @@ pub async fn audit_log(
     }
     let entries = state
         .store
-        .audit_entries(q.case_id.as_deref(), after, limit)
+        .audit_entries(
+            q.case_id.as_deref().map(super::lookup_text).as_deref(),
+            after,
+            limit,
+        )
         .await?;
     let mut resp = HttpResponse::Ok();
     if entries.len() as i64 == limit {
@@ -570,7 +579,8 @@ fn percent_encode(s: &str) -> String {
 
 fn model_or_default(state: &AppState, q: &ModelQuery) -> String {
     q.model
-        .clone()
+        .as_deref()
+        .map(|m| super::lookup_text(m).into_owned())
         .unwrap_or_else(|| state.registry.default_model().to_string())
 }
 

@@ -398,13 +398,11 @@ async fn run_infer(
     // Everything the request asks for is checked before anything runs or is queued.
     let outputs = requested_outputs(request.outputs.as_deref(), &model.manifest)?;
     let key = match request_id(&request)? {
-        Some(rid) => Some(TriageCore::key(
-            &caller.subject,
-            model.name(),
-            "v2",
-            rid,
-            &body,
-        )?),
+        // v2 reports every unusable input as a bad request.
+        Some(rid) => Some(
+            TriageCore::key(&caller.subject, model.name(), "v2", rid, &body)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        ),
         None => None,
     };
     if let Some(first) = state.triage.replay(key.as_ref()).await? {
