@@ -25,8 +25,9 @@ REVIEWERS = ["dr-a", "dr-b", "dr-c", "dr-d", "dr-e", "dr-f"]
 def call(method, url, body=None, subject=None, token=None, expect=(200,)):
     headers = {"Accept": "application/json"}
     data = None
-    if body is not None:
-        data = json.dumps(body).encode()
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        # Every state-changing request is JSON, even an action without a body.
+        data = json.dumps({} if body is None else body).encode()
         headers["Content-Type"] = "application/json"
     if subject:
         headers["X-Triaged-Subject"] = subject
